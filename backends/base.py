@@ -1,0 +1,108 @@
+"""The model interface every family implements, and the cache they share.
+
+A family module (`transformer.py`, `mamba.py`, `rwkv.py`, `xlstm.py`) exposes::
+
+    def load(path, *, device="cpu", dtype=torch.float32) -> CausalLM
+    def save(model, path) -> None                 # the family's public checkpoint format
+    def random_config(preset: str) -> dict        # a config.json dict for `archrouter init-models`
+    class CausalLM(torch.nn.Module):
+        def init_cache(self, batch_size: int) -> Cache
+        def forward(self, input_ids, cache=None) -> tuple[logits, Cache]
+
+`forward` over all tokens at once and one token at a time give the same logits. The engine
+knows nothing about families beyond this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Self
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+SNAPSHOT_FORMAT = "archrouter-cache/1"
+
+
+class Cache:
+    """Per-sequence state of a batch: named tensors, each with the batch on dim 0.
+
+    Families subclass it (KV cache, conv + SSM state, WKV state, ...) and keep their own
+    accessors; gathering rows, joining caches and snapshotting one sequence are generic
+    because every state tensor is batch-first.
+    """
+
+    family: str = "generic"
+
+    def __init__(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None):
+        self.tensors = tensors
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    @property
+    def batch_size(self) -> int:
+        return next(iter(self.tensors.values())).shape[0]
+
+    def gather(self, rows: Sequence[int] | torch.Tensor) -> Self:
+        """A new cache holding `rows` of this one, in that order (copies)."""
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return type(self)(
+            {k: t.index_select(0, index.to(t.device)) for k, t in self.tensors.items()}, self.meta
+        )
+
+    @classmethod
+    def concat(cls, caches: Sequence[Cache]) -> Self:
+        """Join caches row-wise (batch of several sequences from several single ones)."""
+        first = caches[0]
+        return cls({k: torch.cat([c.tensors[k] for c in caches], 0) for k in first.tensors}, first.meta)
+
+    def snapshot(self, row: int = 0) -> bytes:
+        """One sequence's state as safetensors bytes (no pickle anywhere)."""
+        meta = {"format": SNAPSHOT_FORMAT, "family": self.family, "meta": json.dumps(self.meta)}
+        return st_save({k: t[row : row + 1].contiguous().cpu() for k, t in self.tensors.items()}, meta)
+
+    @classmethod
+    def restore(cls, data: bytes, *, device: torch.device | str = "cpu") -> Self:
+        """A batch-of-one cache from `snapshot` bytes."""
+        from safetensors import safe_open  # noqa: F401  (documents the format)
+
+        header = _safetensors_metadata(data)
+        if header.get("format") != SNAPSHOT_FORMAT or header.get("family") != cls.family:
+            raise ValueError(
+                f"snapshot is {header.get('family')!r}/{header.get('format')!r}, "
+                f"expected {cls.family!r}/{SNAPSHOT_FORMAT!r}"
+            )
+        tensors = {k: t.to(device) for k, t in st_load(data).items()}
+        return cls(tensors, json.loads(header.get("meta", "{}")))
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + n]).get("__metadata__", {}) or {}
+
+
+class CausalLM(torch.nn.Module):
+    """Base class: what the engine may rely on besides `forward`."""
+
+    family: str = "generic"
+    #: the config.json dict the model was built from
+    config: dict[str, Any]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config["vocab_size"])
+
+    @property
+    def context_length(self) -> int | None:
+        """Training/positional limit; None for recurrent models with no hard limit."""
+        return None
+
+    def init_cache(self, batch_size: int) -> Cache:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,28 @@
+"""When to take a Triton path."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+
+@functools.cache
+def triton_installed() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def use_triton(*tensors: torch.Tensor) -> bool:
+    """Triton for CUDA tensors; the reference on CPU (ARCHROUTER_NO_TRITON=1 forces it)."""
+    if os.environ.get("ARCHROUTER_NO_TRITON") == "1" or not triton_installed():
+        return False
+    return all(t.is_cuda for t in tensors)
