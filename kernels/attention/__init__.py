@@ -1,0 +1,92 @@
+"""Attention kernels: flash-attention prefill, paged flash-decoding, fused RoPE.
+
+Each public function takes the Triton path for CUDA tensors and the plain-PyTorch reference
+(`naive`) otherwise; the references have the same signatures. Layouts and the causal
+convention are described in `naive`'s docstring.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels._dispatch import use_triton
+from kernels.attention import naive
+from kernels.attention.naive import gather_paged, rope_cos_sin, write_paged
+
+__all__ = [
+    "apply_rope",
+    "attention_padded",
+    "attention_varlen",
+    "gather_paged",
+    "paged_decode",
+    "rope_cos_sin",
+    "write_paged",
+]
+
+
+def attention_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int | None = None,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Packed variable-length attention: q [total_q, Hq, D], k/v [total_k, Hkv, D] -> [total_q, Hq, D]."""
+    if use_triton(q, k, v):
+        from kernels.attention import prefill
+
+        return prefill.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal=causal,
+                                        scale=scale)  # fmt: skip
+    return naive.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal=causal, scale=scale)
+
+
+def attention_padded(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_lens: torch.Tensor,
+    q_lens: torch.Tensor | None = None,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Padded batch over a KV buffer: q [B, Hq, Tq, D], k/v [B, Hkv, Tcap, D], k_lens [B] -> [B, Hq, Tq, D]."""
+    if use_triton(q, k, v):
+        from kernels.attention import prefill
+
+        return prefill.attention_padded(q, k, v, k_lens, q_lens, causal=causal, scale=scale)
+    return naive.attention_padded(q, k, v, k_lens, q_lens, causal=causal, scale=scale)
+
+
+def paged_decode(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    *,
+    scale: float | None = None,
+    max_context_len: int | None = None,
+) -> torch.Tensor:
+    """One query per sequence over a paged cache [num_blocks, Hkv, block_size, D]: q [B, Hq, D] -> [B, Hq, D]."""
+    if use_triton(q, k_cache, v_cache):
+        from kernels.attention import decode
+
+        return decode.paged_decode(q, k_cache, v_cache, block_tables, context_lens, scale=scale,
+                                   max_context_len=max_context_len)  # fmt: skip
+    return naive.paged_decode(q, k_cache, v_cache, block_tables, context_lens, scale=scale)
+
+
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate q [..., Hq, D] and k [..., Hkv, D] by positions [...] with the cos | sin table [max_pos, D]."""
+    if use_triton(q, k, cos_sin):
+        from kernels.attention import rope
+
+        return rope.apply_rope(q, k, positions, cos_sin)
+    return naive.apply_rope(q, k, positions, cos_sin)
