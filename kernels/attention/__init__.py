@@ -41,7 +41,8 @@ def attention_varlen(
 
         return prefill.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal=causal,
                                         scale=scale)  # fmt: skip
-    return naive.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal=causal, scale=scale)
+    return naive.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal=causal,
+                                  scale=scale)  # fmt: skip
 
 
 def attention_padded(
@@ -54,7 +55,7 @@ def attention_padded(
     causal: bool = True,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """Padded batch over a KV buffer: q [B, Hq, Tq, D], k/v [B, Hkv, Tcap, D], k_lens [B] -> [B, Hq, Tq, D]."""
+    """Padded batch over a KV buffer: q [B, Hq, Tq, D], k/v [B, Hkv, Tcap, D], k_lens [B] -> like q."""
     if use_triton(q, k, v):
         from kernels.attention import prefill
 
@@ -72,7 +73,7 @@ def paged_decode(
     scale: float | None = None,
     max_context_len: int | None = None,
 ) -> torch.Tensor:
-    """One query per sequence over a paged cache [num_blocks, Hkv, block_size, D]: q [B, Hq, D] -> [B, Hq, D]."""
+    """One query per sequence over a paged cache [num_blocks, Hkv, block_size, D]: q [B, Hq, D] -> like q."""
     if use_triton(q, k_cache, v_cache):
         from kernels.attention import decode
 

@@ -138,7 +138,9 @@ def write_paged(
     v_cache[slots // block_size, :, slots % block_size] = v.to(v_cache.dtype)
 
 
-def rope_cos_sin(inv_freq: torch.Tensor, max_positions: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def rope_cos_sin(
+    inv_freq: torch.Tensor, max_positions: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The cos/sin table the RoPE kernels read: [max_positions, D] = cos (first D/2) | sin (last D/2)."""
     pos = torch.arange(max_positions, dtype=torch.float32, device=inv_freq.device)
     freqs = torch.outer(pos, inv_freq.float())

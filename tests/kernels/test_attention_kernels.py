@@ -50,7 +50,9 @@ CASES = [(1, 2, 64, torch.float32), (4, 2, 128, torch.bfloat16), (8, 1, 64, torc
 
 
 @pytest.mark.parametrize("group,kv_heads,d,dtype", CASES)
-def test_prefill_varlen_matches_reference_and_sdpa(group: int, kv_heads: int, d: int, dtype: torch.dtype) -> None:
+def test_prefill_varlen_matches_reference_and_sdpa(
+    group: int, kv_heads: int, d: int, dtype: torch.dtype
+) -> None:
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     lens = torch.randint(1, 48, (3,), generator=g).tolist() + [1, 33]  # random, odd, one-token rows
     cu = _cu(lens)
