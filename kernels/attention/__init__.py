@@ -73,7 +73,7 @@ def paged_decode(
     scale: float | None = None,
     max_context_len: int | None = None,
 ) -> torch.Tensor:
-    """One query per sequence over a paged cache [num_blocks, Hkv, block_size, D]: q [B, Hq, D] -> like q."""
+    """One query per sequence over a paged cache [num_blocks, block_size, Hkv, D]: q [B, Hq, D] -> like q."""
     if use_triton(q, k_cache, v_cache):
         from kernels.attention import decode
 

@@ -1,6 +1,6 @@
 """Flash-decoding over a paged KV cache in Triton: one new query per sequence.
 
-The cache is a pool of fixed-size blocks, k_cache/v_cache [num_blocks, Hkv, block_size, D];
+The cache is a pool of fixed-size blocks, k_cache/v_cache [num_blocks, block_size, Hkv, D];
 sequence b's token t lives in block block_tables[b, t // block_size], slot t % block_size.
 
 Decode reads every cached key and value once and does little arithmetic on them, so it is
@@ -33,8 +33,8 @@ MAX_SPLITS = 64
 def _paged_decode_kernel(
     Q, K_CACHE, V_CACHE, BLOCK_TABLES, CONTEXT_LENS, O, O_PART, LSE_PART,
     stride_qb, stride_qh,
-    stride_kn, stride_kh, stride_kt,
-    stride_vn, stride_vh, stride_vt,
+    stride_kn, stride_kt, stride_kh,
+    stride_vn, stride_vt, stride_vh,
     stride_btb,
     stride_ob, stride_oh,
     stride_pb, stride_ph, stride_ps,
@@ -163,7 +163,7 @@ def paged_decode(
     context_lens, known to the scheduler) sizes the split; it defaults to the block table's width.
     """
     bsz, n_heads_q, d = q.shape
-    n_blocks, n_heads_kv, page, _ = k_cache.shape
+    n_blocks, page, n_heads_kv, _ = k_cache.shape
     del n_blocks
     if n_heads_q % n_heads_kv:
         raise ValueError(f"query heads {n_heads_q} not a multiple of kv heads {n_heads_kv}")

@@ -9,8 +9,9 @@ Conventions shared with the kernels:
 - grouped-query heads: query head h reads kv head h // (Hq // Hkv);
 - causal attention is aligned at the end: with q_len new tokens over k_len keys (a cached
   prefix of k_len - q_len tokens, then the new ones), query i sees keys j <= i + k_len - q_len;
-- paged KV cache: k_cache/v_cache [num_blocks, Hkv, block_size, D]; token t of sequence b lives
-  in block block_tables[b, t // block_size], slot t % block_size.
+- paged KV cache: k_cache/v_cache [num_blocks, block_size, Hkv, D] (flash-attn's layout); token t
+  of sequence b lives in block block_tables[b, t // block_size], slot t % block_size, i.e. at
+  flat row block * block_size + slot of the [num_blocks * block_size, Hkv, D] view.
 """
 
 from __future__ import annotations
@@ -117,11 +118,10 @@ def gather_paged(
     k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor, n: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n tokens of one sequence as contiguous [n, Hkv, D] keys and values."""
-    block_size = k_cache.shape[2]
+    block_size = k_cache.shape[1]
     pos = torch.arange(n, device=k_cache.device)
-    blocks = block_table.to(k_cache.device).long()[pos // block_size]
-    slots = pos % block_size
-    return k_cache[blocks, :, slots], v_cache[blocks, :, slots]
+    rows = block_table.to(k_cache.device).long()[pos // block_size] * block_size + pos % block_size
+    return k_cache.flatten(0, 1)[rows], v_cache.flatten(0, 1)[rows]
 
 
 def write_paged(
@@ -132,10 +132,9 @@ def write_paged(
     slot_mapping: torch.Tensor,
 ) -> None:
     """Store k/v [N, Hkv, D] at flat slots (block * block_size + offset) of the paged cache, in place."""
-    block_size = k_cache.shape[2]
     slots = slot_mapping.to(k_cache.device).long()
-    k_cache[slots // block_size, :, slots % block_size] = k.to(k_cache.dtype)
-    v_cache[slots // block_size, :, slots % block_size] = v.to(v_cache.dtype)
+    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k.to(k_cache.dtype))
+    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v.to(v_cache.dtype))
 
 
 def rope_cos_sin(

@@ -108,8 +108,8 @@ def _paged(lens: list[int], kv_heads: int, d: int, page: int, dtype: torch.dtype
     n_pages = [(n + page - 1) // page for n in lens]
     width = max(max(n_pages), 1)
     pool = sum(n_pages) + 3
-    k_cache = torch.randn(pool, kv_heads, page, d, generator=g).to(dtype)
-    v_cache = torch.randn(pool, kv_heads, page, d, generator=g).to(dtype)
+    k_cache = torch.randn(pool, page, kv_heads, d, generator=g).to(dtype)
+    v_cache = torch.randn(pool, page, kv_heads, d, generator=g).to(dtype)
     perm = torch.randperm(pool, generator=g)
     tables = torch.zeros(len(lens), width, dtype=torch.int32)
     used = 0
@@ -152,8 +152,8 @@ def test_paged_decode_many_splits_with_short_rows() -> None:
 
 
 def test_write_then_gather_paged_roundtrip() -> None:
-    k_cache = torch.zeros(6, 2, 4, 8)
-    v_cache = torch.zeros(6, 2, 4, 8)
+    k_cache = torch.zeros(6, 4, 2, 8)
+    v_cache = torch.zeros(6, 4, 2, 8)
     table = torch.tensor([5, 0, 3], dtype=torch.int32)
     k, v = torch.randn(10, 2, 8), torch.randn(10, 2, 8)
     slots = table.long()[torch.arange(10) // 4] * 4 + torch.arange(10) % 4
