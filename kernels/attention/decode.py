@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from kernels._dispatch import interpreting
-from kernels.attention._common import dot_flags, mma, next_pow2, num_sms
+from kernels.attention._common import autotune, dot_flags, mma, next_pow2, num_sms
 
 LOG2E = 1.4426950408889634
 SPLIT_ALIGN = 128  # split boundaries fall on multiples of this (>= every BLOCK_N tried)
@@ -41,6 +41,7 @@ def _paged_decode_kernel(
     stride_lb, stride_lh,
     qk_scale,
     split_tokens,
+    tune_key,  # autotune key only: bucketed batch x splits
     GROUP: tl.constexpr,
     GROUP_PAD: tl.constexpr,
     HEAD_DIM: tl.constexpr,
@@ -132,7 +133,7 @@ _CONFIGS = [
     triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s)
     for bn, w, s in [(32, 4, 3), (64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 3)]
 ]
-_paged_decode_tuned = triton.autotune(_CONFIGS, key=["HEAD_DIM", "GROUP_PAD", "PAGE", "ONE_SPLIT"])(
+_paged_decode_tuned = autotune(_CONFIGS, ["tune_key", "HEAD_DIM", "GROUP_PAD", "PAGE", "ONE_SPLIT"])(
     _paged_decode_kernel
 )
 INTERPRET_BLOCK_N = 16
@@ -191,7 +192,8 @@ def paged_decode(
     cl = context_lens if context_lens.dtype == torch.int32 else context_lens.to(torch.int32)
     args = (q, k_cache, v_cache, bt, cl, o, o_part, lse_part,
             q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3], bt.stride(0),
-            o.stride(0), o.stride(1), *p_strides, *l_strides, scale * LOG2E, split_tokens)  # fmt: skip
+            o.stride(0), o.stride(1), *p_strides, *l_strides, scale * LOG2E, split_tokens,
+            next_pow2(bsz) * 1024 + min(next_pow2(split_tokens // SPLIT_ALIGN), 512))  # fmt: skip
     consts = dict(GROUP=group, GROUP_PAD=max(16, next_pow2(group)), HEAD_DIM=d, PAGE=page, ONE_SPLIT=one,
                   **dot_flags(q.dtype))  # fmt: skip
     grid = (bsz, n_heads_kv, num_splits)

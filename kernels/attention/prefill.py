@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from kernels._dispatch import interpreting
-from kernels.attention._common import dot_flags, mma
+from kernels.attention._common import autotune, dot_flags, mma
 
 LOG2E = 1.4426950408889634
 
@@ -120,9 +120,7 @@ _CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
     for bm, bn, w, s in [(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4)]
 ]
-_attn_fwd_tuned = triton.autotune(_CONFIGS, key=["seq_bucket", "HEAD_DIM", "IS_CAUSAL", "GROUP"])(
-    _attn_fwd_kernel
-)
+_attn_fwd_tuned = autotune(_CONFIGS, ["seq_bucket", "HEAD_DIM", "IS_CAUSAL", "GROUP"])(_attn_fwd_kernel)
 
 # Under TRITON_INTERPRET=1 (tests on CPU) a small fixed tile; autotuning would only cost time.
 INTERPRET_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16}
