@@ -10,7 +10,8 @@
 - `PagedKVCache`: one batch's sequences (block tables + lengths) over a pool, a `Cache` of
   family "transformer". `gather` shares blocks instead of copying them: a sequence that appends
   to a partially filled block another sequence also holds copies that block first
-  (copy-on-write). Snapshots are contiguous K/V as safetensors, so they outlive the pool.
+  (copy-on-write). Snapshots are contiguous K/V as safetensors in the contiguous KV cache's
+  format, so they outlive the pool and move between paged and contiguous caches.
 
 A model's forward calls `prepare(input_ids)` once (allocates room, copies shared blocks about
 to be written, computes write slots; raises `OutOfBlocks` with nothing changed), then
@@ -242,38 +243,49 @@ class PagedKVCache(Cache):
         return cls(pool, seqs)
 
     def snapshot(self, row: int = 0) -> bytes:
-        """One sequence's K/V, contiguous, as safetensors bytes: k/v [1, layers, kv_heads, len, D]."""
+        """One sequence's K/V as safetensors bytes, in the contiguous `KVCache`'s format
+        (`k.{i}` / `v.{i}` [1, kv_heads, len, D], `lengths` [1]), so either cache restores the other's;
+        the token ids ride in the metadata for prefix reuse after a restore."""
         s = self.seqs[row]
         rows = self._rows(s, s.length)
-        k = self.pool.k.flatten(1, 2)[:, rows].permute(0, 2, 1, 3)[None]  # [1, L, Hkv, n, D]
-        v = self.pool.v.flatten(1, 2)[:, rows].permute(0, 2, 1, 3)[None]
-        tensors = {"k": k.contiguous().cpu(), "v": v.contiguous().cpu(), "lengths": torch.tensor([s.length]),
-                   "tokens": torch.tensor([s.tokens], dtype=torch.long)}  # fmt: skip
-        meta = {"format": SNAPSHOT_FORMAT, "family": self.family, "meta": json.dumps(self.meta)}
+        tensors = {"lengths": torch.tensor([s.length], dtype=torch.long)}
+        for i in range(self.pool.num_layers):
+            for name, pool_t in (("k", self.pool.k), ("v", self.pool.v)):
+                kv = pool_t[i].flatten(0, 1)[rows]  # [n, Hkv, D]
+                tensors[f"{name}.{i}"] = kv.transpose(0, 1)[None].contiguous().cpu()
+        meta = {"format": SNAPSHOT_FORMAT, "family": self.family,
+                "meta": json.dumps({**self.meta, "tokens": s.tokens})}  # fmt: skip
         return st_save(tensors, meta)
 
     @classmethod
     def restore(  # type: ignore[override]
         cls, data: bytes, *, device: torch.device | str = "cpu", pool: PagedKVPool | None = None
     ) -> Self:
-        """A batch-of-one cache from `snapshot` bytes, in `pool` (a new pool just large enough if None)."""
+        """A batch-of-one cache from a snapshot (ours or `KVCache`'s), in `pool`; None: a new pool just
+        large enough."""
         header = _safetensors_metadata(data)
         if header.get("format") != SNAPSHOT_FORMAT or header.get("family") != cls.family:
             raise ValueError(f"snapshot is {header.get('family')!r}/{header.get('format')!r}, not a KV cache")
         t = st_load(data)
-        k, v = t["k"][0], t["v"][0]  # [L, Hkv, n, D]
+        meta = json.loads(header.get("meta", "{}"))
         n = int(t["lengths"][0])
-        tokens = t["tokens"][0].tolist() if "tokens" in t else [-1] * n  # -1: never matches a prompt
+        layers = (len(t) - 1) // 2
+        k0 = t["k.0"]  # [1, Hkv, T, D]
+        tokens = meta.get("tokens")
+        if not isinstance(tokens, list) or len(tokens) != n:
+            tokens = [-1] * n  # unknown ids: this sequence's blocks will never match a prompt
         if pool is None:
-            bs = int(json.loads(header.get("meta", "{}")).get("block_size", 16))
-            pool = PagedKVPool(k.shape[0], max(1, -(-n // bs)), bs, k.shape[1], k.shape[3], k.dtype, device)
+            bs = int(meta.get("block_size", 16))
+            pool = PagedKVPool(layers, max(1, -(-n // bs)), bs, k0.shape[1], k0.shape[3], k0.dtype, device)
         cache = pool.new_cache(1)
         seq = cache.seqs[0]
         seq.blocks = pool.allocator.allocate(-(-n // pool.block_size))
         rows = cache._rows(seq, n)
-        pool.k.flatten(1, 2)[:, rows] = k.permute(0, 2, 1, 3).to(pool.k)
-        pool.v.flatten(1, 2)[:, rows] = v.permute(0, 2, 1, 3).to(pool.v)
-        seq.tokens = tokens
+        for i in range(layers):
+            for name, pool_t in (("k", pool.k), ("v", pool.v)):
+                src = t[f"{name}.{i}"][0, :, :n].transpose(0, 1)  # [n, Hkv, D]
+                pool_t[i].flatten(0, 1)[rows] = src.to(device=pool_t.device, dtype=pool_t.dtype)
+        seq.tokens = [int(x) for x in tokens]
         cache._publish(seq)
         return cache
 
