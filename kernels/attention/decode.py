@@ -209,3 +209,30 @@ def paged_decode(
             SPLITS_PAD=next_pow2(num_splits), HEAD_DIM=d,
         )  # fmt: skip
     return o
+
+
+def decode_contiguous(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_lens: torch.Tensor,
+    max_len: int,
+    *,
+    scale: float | None = None,
+    page: int = 16,
+) -> torch.Tensor:
+    """`paged_decode` over a contiguous cache k/v [B, Hkv, Tcap, D] without copying it.
+
+    Each row's per-head plane [Tcap, D] is cut into `page`-token blocks of one strided view
+    [n_blocks, page, Hkv, D] (block stride page*D, head stride Tcap*D): row b's j-th block is block
+    b*Hkv*Tcap/page + j, and head h of it lies h*Tcap*D further on. Needs Tcap % page == 0.
+    """
+    bsz, hkv, cap, d = k.shape
+    if cap % page or not (k.is_contiguous() and v.is_contiguous()):
+        raise ValueError(f"decode_contiguous needs contiguous k/v with Tcap % {page} == 0 (Tcap {cap})")
+    per_row = cap // page
+    n_blocks = bsz * hkv * per_row - (hkv - 1) * per_row  # so the view ends where the storage does
+    views = [torch.as_strided(t, (n_blocks, page, hkv, d), (page * d, d, cap * d, 1)) for t in (k, v)]
+    rows = torch.arange(bsz, device=q.device, dtype=torch.int32)[:, None] * (hkv * per_row)
+    tables = rows + torch.arange(per_row, device=q.device, dtype=torch.int32)
+    return paged_decode(q, views[0], views[1], tables, k_lens, scale=scale, max_context_len=max_len)

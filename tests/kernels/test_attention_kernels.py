@@ -151,6 +151,19 @@ def test_paged_decode_many_splits_with_short_rows() -> None:
     _close(out, naive.paged_decode(q, k_cache, v_cache, tables, ctx), torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_over_contiguous_cache_in_place(dtype: torch.dtype) -> None:
+    """The contiguous [B, Hkv, Tcap, D] cache read as 16-token blocks of a strided view."""
+    bsz, hq, hkv, cap, d = 3, 8, 2, 48, 32
+    k = torch.randn(bsz, hkv, cap, d).to(dtype)
+    v = torch.randn(bsz, hkv, cap, d).to(dtype)
+    q = torch.randn(bsz, hq, d).to(dtype)
+    lens = torch.tensor([48, 1, 30], dtype=torch.int32)
+    out = decode.decode_contiguous(q, k, v, lens, 48)
+    _close(out, naive.attention_padded(q[:, :, None], k, v, lens)[:, :, 0], dtype)
+    _close(out, attention.attention_decode_contiguous(q, k, v, lens, 48), dtype)  # CPU path
+
+
 def test_write_then_gather_paged_roundtrip() -> None:
     k_cache = torch.zeros(6, 4, 2, 8)
     v_cache = torch.zeros(6, 4, 2, 8)
