@@ -32,8 +32,13 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
 def _param(loc: tuple) -> str | None:
-    parts = [str(p) for p in loc if p != "body"]
+    # drop "body" and pydantic's union-member tags ("str", "list[TextPart]", "function-after[...]")
+    parts = [str(p) for p in loc if p != "body" and (isinstance(p, int) or (
+        str(p).isidentifier() and str(p) not in _TYPE_TAGS))]
     if not parts:
         return None
     out = parts[0]

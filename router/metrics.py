@@ -37,8 +37,22 @@ class Metrics:
         )
         self.errors = Counter("archrouter_errors", "Error responses", ["status", "code"], registry=r)
         self.decision_log_failures = Counter(
-            "archrouter_decision_log_failures", "Decision records not written to Redis", registry=r
+            "archrouter_decision_log_failures", "Failed writes of decision records to Redis (retried)", registry=r
         )
+        self.decision_log_dropped = Counter(
+            "archrouter_decision_log_dropped", "Decision records dropped: buffer full while Redis was down",
+            registry=r,
+        )
+        self.decision_log_pending = Gauge(
+            "archrouter_decision_log_pending", "Decision records waiting for Redis", registry=r
+        )
+        self.rate_limited = Counter("archrouter_rate_limited", "Requests refused by the rate limit", ["key"],
+                                    registry=r)
+        self.ratelimit_mode = Gauge(
+            "archrouter_ratelimit_redis", "1 while rate limits are shared through Redis, 0 while local", registry=r
+        )
+        self.cooldown = Gauge("archrouter_backend_cooldown", "1 while a backend is in cooldown", ["backend"],
+                              registry=r)
 
     def set_policy(self, policy_id: str) -> None:
         self.policy_info.clear()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 import watchfiles
-from policies.loader import PolicyError, load_policy
+from policies.loader import PolicyError, load_policy, parse_policy
 
 from router.metrics import Metrics
 from router.pool import BackendPool
@@ -52,6 +52,25 @@ class PolicyHolder:
             self.metrics.policy_reloads.labels(result="ok").inc()
             log.info("policy_reloaded", policy=self.policy.id)
             return True, self.policy.id
+
+    async def replace(self, text: str) -> tuple[bool, str]:
+        """Validate `text` as the new policy; if valid, write it to the file and swap it in."""
+        async with self._lock:
+            try:
+                policy = parse_policy(text, file=str(self.path))
+                await self._swap(policy)
+            except PolicyError as exc:
+                self.metrics.policy_reloads.labels(result="invalid").inc()
+                return False, str(exc)
+            except Exception as exc:
+                self.metrics.policy_reloads.labels(result="error").inc()
+                return False, f"{type(exc).__name__}: {exc}"
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(self.path)  # atomic: a reader sees the old file or the new one
+            self.metrics.policy_reloads.labels(result="ok").inc()
+            log.info("policy_replaced", policy=policy.id)
+            return True, policy.id
 
     async def _swap(self, policy) -> None:
         clients = await self.pool.prepare(policy.backends)

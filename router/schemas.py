@@ -6,11 +6,12 @@ not implement are rejected by name rather than ignored.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "developer", "user", "assistant"]
 
@@ -19,14 +20,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _no_control(text: str) -> str:
+    if m := _CONTROL.search(text):
+        raise ValueError(f"control character U+{ord(m.group()):04X} at offset {m.start()} is not allowed")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_no_control)]
+
+
 class TextPart(_Strict):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class Message(_Strict):
     role: Role
-    content: str | list[TextPart]
+    content: Text | list[TextPart]
     name: str | None = None
 
     def text(self) -> str:
@@ -58,8 +71,8 @@ class _Sampling(_Strict):
         stops = [v] if isinstance(v, str) else list(v or [])
         if len(stops) > 4:
             raise ValueError("at most 4 stop sequences")
-        if any(not s for s in stops):
-            raise ValueError("stop sequences must be non-empty")
+        if any(not s or len(s) > 256 for s in stops):
+            raise ValueError("stop sequences must be 1 to 256 characters")
         return stops
 
     def stops(self) -> list[str]:
@@ -86,7 +99,7 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    prompt: Text | list[Text]
     max_tokens: Annotated[int, Field(ge=1)] = 16  # OpenAI's default for completions
     echo: Literal[False] = False
 

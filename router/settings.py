@@ -18,3 +18,23 @@ class Settings(BaseSettings):
     decision_stream_maxlen: int = 100_000
     log_format: str = "auto"  # json | console | auto (console on a terminal)
     watch_policy: bool = True
+
+    # keys: a YAML file of salted hashes (`archrouter keys add`), and/or plaintext keys from the environment
+    keys_file: str | None = None
+    api_keys: str | None = None  # ARCHROUTER_API_KEYS: comma-separated ar-<id>-<secret>
+    admin_key: str | None = None  # ARCHROUTER_ADMIN_KEY
+    # per-key budgets (a key's own rpm/tpm in the keys file wins)
+    rpm: int = 600
+    tpm: int = 2_000_000
+    # limits on input
+    max_body_bytes: int = 1 << 20
+    max_json_depth: int = 32
+    max_messages: int = 256
+    max_tokens_cap: int = 4096
+    # time limits
+    request_timeout_s: float = 300.0  # whole generation, first token to last
+    shutdown_grace_s: float = 30.0  # SIGTERM: in-flight streams get this long to finish
+    # fallbacks: a backend failing `cooldown_failures` times within `cooldown_window_s` sits out `cooldown_s`
+    cooldown_failures: int = 3
+    cooldown_window_s: float = 60.0
+    cooldown_s: float = 30.0
