@@ -35,8 +35,54 @@ def serve(
     if not embedded:
         typer.echo("Only embedded mode is available in this version: run `archrouter serve --embedded`.", err=True)
         raise typer.Exit(2)
+    app_ = create_app(settings)
+    if not app_.state.router.keys.enabled and not _is_loopback(settings.host):
+        typer.echo(f"archrouter: no API keys configured, so binding to 127.0.0.1 instead of {settings.host} "
+                   "(set ARCHROUTER_KEYS_FILE or ARCHROUTER_API_KEYS to serve other hosts)", err=True)
+        settings.host = "127.0.0.1"
+    elif not app_.state.router.keys.enabled:
+        typer.echo("archrouter: no API keys configured; serving loopback only", err=True)
     typer.echo(f"archrouter: serving {settings.policy} at http://{settings.host}:{settings.port}/v1", err=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    # SIGTERM: uvicorn stops accepting, then gives in-flight streams the grace period to finish
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored as salted hashes).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Option(help="Who the key is for.")],
+    file: Annotated[Path, typer.Option(help="Keys file (YAML).")] = Path("config/keys.yaml"),
+    backends: Annotated[str | None, typer.Option(help="Comma-separated backends this key may use.")] = None,
+    admin: Annotated[bool, typer.Option(help="May call /admin/*.")] = False,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute.")] = None,
+) -> None:
+    """Create a key, store its salted hash, print the key once."""
+    import yaml
+
+    from router.auth import KeyRecord, KeysFile, new_key
+
+    data = KeysFile.model_validate(yaml.safe_load(file.read_text()) or {}) if file.exists() else KeysFile()
+    kid, key, hashed = new_key()
+    data.keys.append(KeyRecord(id=kid, name=name, hash=hashed, admin=admin, rpm=rpm, tpm=tpm,
+                               backends=backends.split(",") if backends else None))
+    file.write_text(yaml.safe_dump(data.model_dump(exclude_none=True), sort_keys=False))
+    typer.echo(key)
 
 
 @policy_app.command("check")
