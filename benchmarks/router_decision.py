@@ -27,11 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from policies.loader import load_policy  # noqa: E402
-
 from backends.families import init_random  # noqa: E402
 from backends.generator import Generator  # noqa: E402
 from backends.protocol import GenerationRequest, SamplingParams  # noqa: E402
+from policies.loader import load_policy  # noqa: E402
 
 WORDS = (
     "the state of cup two after we swap it with cup one is then read back from the log file "

@@ -151,9 +151,8 @@ def init_models(
     force: Annotated[bool, typer.Option(help="Overwrite existing checkpoints.")] = False,
 ) -> None:
     """Create random-weight checkpoints for catalogue entries that have none (until trained ones exist)."""
-    from policies.loader import load_policy
-
     from backends.families import init_random
+    from policies.loader import load_policy
 
     pol = load_policy(policy)
     for name, spec in pol.backends.items():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import structlog
 import watchfiles
-from policies.loader import PolicyError, load_policy, parse_policy
 
+from policies.loader import PolicyError, load_policy, parse_policy
 from router.metrics import Metrics
 from router.pool import BackendPool
 
