@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,13 @@ class Tokenizer(Protocol):
 
 # ----------------------------------------------------------------------------- bytes
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Lone surrogates (JSON allows "\\ud800") have no UTF-8 form: they become U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
 
 class ByteTokenizer:
     """Ids 0..255 are bytes; 256.. are specials. Text never encodes to a special."""
@@ -68,7 +76,7 @@ class ByteTokenizer:
         self.eos_ids = {self.EOS, self.END}
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
-        ids = list(text.encode("utf-8"))
+        ids = list(clean_text(text).encode("utf-8"))
         return [self.BOS, *ids] if add_bos else ids
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
@@ -218,7 +226,7 @@ class HFTokenizer:
 
     def _encode(self, text: str, *, add_bos: bool, parse_specials: bool) -> list[int]:
         tok = self._tok if parse_specials else self._plain
-        ids = tok.encode(text, add_special_tokens=False).ids
+        ids = tok.encode(clean_text(text), add_special_tokens=False).ids
         if add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
             ids = [self.bos_id, *ids]
         return ids
@@ -253,30 +261,46 @@ class HFDecoder:
     """vLLM's incremental detokenizer: decode a short window, emit only text that is now stable.
 
     A token may hold part of a UTF-8 character (byte-level or byte-fallback vocabularies), and
-    decoding alone can drop a leading space that only context reveals; so each step decodes
-    ids[prefix:] and ids[prefix:read], and emits the difference once it no longer ends in U+FFFD.
+    decoding a window alone can drop a leading space that only context reveals; so each step
+    decodes ids[prefix:] and ids[prefix:read] and emits the difference, minus any trailing
+    U+FFFD (a character still arriving). Unlike vLLM, text before such a tail is emitted at once.
+
+    Byte-level vocabularies decode lossily in a prefix-stable way, so the stream always joins to
+    decode(all). Byte-fallback (<0xNN>) vocabularies replace every byte of an invalid run with
+    U+FFFD, which can change as bytes arrive: there the stream may differ from decode(all) in
+    replacement characters only, and only where the model emitted invalid UTF-8.
     """
 
     def __init__(self, tok: HFTokenizer):
         self._tok = tok
         self._ids: list[int] = []
         self._prefix = 0  # start of the context window
-        self._read = 0  # ids before this have been emitted
+        self._read = 0  # the text of ids before this has been emitted...
+        self._extra = 0  # ...and this many characters after it
+
+    def _pending(self) -> tuple[str, int]:
+        prefix_text = self._tok.decode(self._ids[self._prefix : self._read])
+        return self._tok.decode(self._ids[self._prefix :]), len(prefix_text) + self._extra
 
     def push(self, ids: Sequence[int]) -> str:
         self._ids.extend(int(i) for i in ids)
-        prefix_text = self._tok.decode(self._ids[self._prefix : self._read])
-        new_text = self._tok.decode(self._ids[self._prefix :])
-        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            self._prefix, self._read = self._read, len(self._ids)
-            return new_text[len(prefix_text) :]
-        return ""
+        text, start = self._pending()
+        stable = text.rstrip("\ufffd")
+        out = stable[start:]
+        # nothing half-decoded: slide the window, keeping the new tokens as its context. Not when
+        # they decode to nothing (skipped specials): a window must open on visible text, or a
+        # decoder that strips the text's first space (SentencePiece) would strip a real one.
+        if stable == text and self._tok.decode(self._ids[self._read :]):
+            self._prefix, self._read, self._extra = self._read, len(self._ids), 0
+        else:
+            self._extra += len(out)
+        return out
 
     def flush(self) -> str:
-        prefix_text = self._tok.decode(self._ids[self._prefix : self._read])
-        new_text = self._tok.decode(self._ids[self._prefix :])
+        text, start = self._pending()
         self._prefix = self._read = len(self._ids)
-        return new_text[len(prefix_text) :]
+        self._extra = 0
+        return text[start:]
 
 
 def load_tokenizer(path: str | Path | None) -> Tokenizer:
