@@ -203,12 +203,16 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """q [B, H, T, D]; k, v [B, H_kv, S, D]; mask [B, 1, T, S] bool (True = may attend).
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """q [B, H, T, D]; k, v [B, H_kv, S, D]; mask [B, 1, T, S] bool (True = may attend), or None
+    for plain causal attention with S == T (a prefill from empty, where SDPA's flash path applies).
 
     The one place attention is computed, so a flash / paged kernel can replace it.
     """
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+    gqa = q.shape[1] != k.shape[1]
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
 class Attention(nn.Module):
@@ -233,7 +237,7 @@ class Attention(nn.Module):
         cache: KVCache,
         layer: int,
         write_index: torch.Tensor,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
@@ -245,8 +249,11 @@ class Attention(nn.Module):
         index = write_index.expand(B, self.n_kv, T, self.head_dim)
         cache.k(layer).scatter_(2, index, k)
         cache.v(layer).scatter_(2, index, v)
-        S = mask.shape[-1]
-        y = attend(q, cache.k(layer)[:, :, :S], cache.v(layer)[:, :, :S], mask)
+        if mask is None:  # prefill from empty: this step's keys are all there is
+            y = attend(q, k, v, None)
+        else:
+            S = mask.shape[-1]
+            y = attend(q, cache.k(layer)[:, :, :S], cache.v(layer)[:, :, :S], mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
@@ -352,10 +359,14 @@ class Transformer(CausalLM):
             raise ValueError(f"cache holds {cache.batch_size} rows, input has {B}")
         lengths = cache.lengths
         positions = lengths[:, None] + torch.arange(T, device=lengths.device)  # [B, T]
-        S = int(lengths.max()) + T if B else T
+        past = int(lengths.max()) if B else 0  # one host sync per forward, to size the attention
+        S = past + T
         cache.reserve(S)
-        # key j is visible to query (b, t) iff j <= its position: causal, and blind to other rows' padding
-        mask = (torch.arange(S, device=lengths.device) <= positions[..., None])[:, None]  # [B, 1, T, S]
+        # key j is visible to query (b, t) iff j <= its position: causal, and blind to other rows'
+        # padding. With nothing cached that is plain causal attention.
+        mask = None
+        if past:
+            mask = (torch.arange(S, device=lengths.device) <= positions[..., None])[:, None]  # [B, 1, T, S]
         write_index = positions[:, None, :, None]  # [B, 1, T, 1]
 
         x = self.model["embed_tokens"](input_ids)

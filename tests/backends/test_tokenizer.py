@@ -95,12 +95,11 @@ def test_byte_decode_specials():
     ids = [256, 260, *b"hi", 262]
     assert BT.decode(ids) == "hi"
     assert BT.decode(ids, skip_special_tokens=False) == "<|bos|><|user|>hi<|end|>"
-    with pytest.raises(ValueError, match="outside"):
-        BT.decode([263])
+    assert BT.decode([*b"a", 263, *b"b"]) == "ab"  # the model's padding id
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 262), max_size=60), st.integers(0, 2**16))
+@given(st.lists(st.integers(0, 263), max_size=60), st.integers(0, 2**16))
 def test_byte_incremental_equals_decode(ids, seed):
     """Arbitrary ids, valid UTF-8 or not: the stream concatenates to decode(all)."""
     assert "".join(_stream(BT, ids, seed)) == BT.decode(ids)
