@@ -20,6 +20,7 @@ from typing import Any, Self
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from safetensors.torch import save as st_save
 from torch import nn
 
 from backends.base import SNAPSHOT_FORMAT, Cache, CausalLM
@@ -171,8 +172,6 @@ class KVCache(Cache):
 
     def snapshot(self, row: int = 0) -> bytes:
         """One row's state, trimmed to its length (restore gives T_cap == length)."""
-        from safetensors.torch import save as st_save
-
         n = int(self.lengths[row])
         tensors = {
             name: (t[row : row + 1] if name == "lengths" else t[row : row + 1, :, :n]).contiguous().cpu()

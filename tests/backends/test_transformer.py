@@ -205,6 +205,21 @@ def test_batched_multi_token_step_at_different_lengths(tmp_path):
             assert max_diff(logits[b], alone[0, -4:]) < SELF_TOL
 
 
+def test_empty_row_joins_a_running_batch(tmp_path):
+    """Continuous batching: a fresh (empty, even restored-from-empty) row beside rows mid-sequence."""
+    _, ours = make_hf("gqa2-linear-bias", tmp_path)
+    seq = torch.randint(0, VOCAB, (7,))
+    a, b = torch.randint(0, VOCAB, (2,)).tolist()
+    with torch.no_grad():
+        empty = tr.KVCache.restore(ours.init_cache(1).snapshot(0))
+        assert empty.capacity == 0 and empty.lengths.tolist() == [0]
+        cache = tr.KVCache.concat([ours(seq[None])[1], empty])
+        logits, cache = ours(torch.tensor([[a], [b]]), cache)
+        assert max_diff(logits[0], ours(torch.cat([seq, torch.tensor([a])])[None])[0][0, -1:]) < SELF_TOL
+        assert max_diff(logits[1], ours(torch.tensor([[b]]))[0][0]) < SELF_TOL
+    assert cache.lengths.tolist() == [8, 1]
+
+
 def test_gather_snapshot_restore_round_trip(tmp_path):
     _, ours = make_hf("mha-tied", tmp_path)
     seqs = [torch.randint(0, VOCAB, (n,)) for n in (4, 9, 15)]
