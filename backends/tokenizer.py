@@ -86,9 +86,8 @@ class ByteTokenizer:
             if 0 <= i < 256:
                 run.append(i)
                 continue
-            if i not in self.SPECIALS:
-                raise ValueError(f"token id {i} is outside the byte tokenizer's vocabulary (0..262)")
-            if not skip_special_tokens:
+            # ids past 262 (the model's vocabulary is padded to 264) decode to nothing, as in `tokenizers`
+            if not skip_special_tokens and i in self.SPECIALS:
                 out.append(run.decode("utf-8", errors="replace"))
                 out.append(self.SPECIALS[i])
                 run = bytearray()
