@@ -93,7 +93,7 @@ def parse_policy(
             [PolicyIssue(file, line, "", f"a policy is a mapping (name, backends, ...); got {got}")]
         )
 
-    issues += _duplicate_keys(node, ())
+    duplicates = _duplicate_keys(node, (), file)
     spec: PolicySpec | None = None
     try:
         spec = PolicySpec.model_validate(data)
@@ -112,8 +112,8 @@ def parse_policy(
         classifier_path = _find_classifier(data["classifier"], file, root, issues)
     if classifier_path is not None and spec is not None and not issues:
         classifier = _load_classifier(classifier_path, load_classifier, issues)
-    if issues or spec is None or classifier is None:
-        raise fail()
+    if issues or duplicates or spec is None or classifier is None:
+        raise fail(duplicates)
     version = spec.version or hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     rules = [CompiledRule(spec=r, check=c) for r, c in zip(spec.rules, checks, strict=True)]
     return Policy(spec, version=version, rules=rules, classifier=classifier, file=file)
@@ -141,21 +141,25 @@ def _line_of(root: Node, loc: Loc) -> int:
     return line
 
 
-def _duplicate_keys(node: Node, loc: Loc) -> list[tuple[Loc, str]]:
+def _duplicate_keys(node: Node, loc: Loc, file: str) -> list[PolicyIssue]:
     """YAML lets a repeated key silently replace the first; in a policy that hides a mistake."""
-    out: list[tuple[Loc, str]] = []
+    out: list[PolicyIssue] = []
     if isinstance(node, MappingNode):
-        seen: set[str] = set()
+        first: dict[str, int] = {}
         for key, value in node.value:
             name = key.value if isinstance(key, ScalarNode) else None
-            if name is not None and name in seen:
-                out.append(((*loc, name), f"duplicate key '{name}' (line {key.start_mark.line + 1})"))
-            if name is not None:
-                seen.add(name)
-            out += _duplicate_keys(value, (*loc, name if name is not None else "?"))
+            if name is not None and name in first:
+                where = field_path((*loc, name))
+                line = key.start_mark.line + 1
+                out.append(
+                    PolicyIssue(file, line, where, f"duplicate key '{name}' (first on line {first[name]})")
+                )
+            elif name is not None:
+                first[name] = key.start_mark.line + 1
+            out += _duplicate_keys(value, (*loc, name if name is not None else "?"), file)
     elif isinstance(node, SequenceNode):
         for i, item in enumerate(node.value):
-            out += _duplicate_keys(item, (*loc, i))
+            out += _duplicate_keys(item, (*loc, i), file)
     return out
 
 
