@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import KeywordClassifier
+import yaml
+from conftest import KEYWORDS, KeywordClassifier
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from policies.cost import estimate
 from policies.engine import UnknownBackendError
+from policies.errors import PolicyError
 from policies.features import estimate_prompt_tokens, render_text
 from policies.loader import load_policy, parse_policy
 from policies.schema import CostModel
@@ -268,3 +274,57 @@ def test_repository_policy_is_valid(classifier) -> None:
     assert (long.backend, long.rule) == ("transformer-base", "long-prompts")
     chat = policy.decide(policy.features(messages=[{"role": "user", "content": "hi, thanks"}], max_tokens=32))
     assert (chat.backend, chat.rule) == ("transformer-tiny", "short-chat")
+
+
+# --- robustness ------------------------------------------------------------------------------------
+
+
+def _paths(node, here=()):
+    yield here
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*here, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*here, i))
+
+
+def _replaced(data, path, value):
+    if not path:
+        return value
+    copy = dict(data) if isinstance(data, dict) else list(data)
+    copy[path[0]] = _replaced(data[path[0]], path[1:], value)
+    return copy
+
+
+VALID = yaml.safe_load(POLICY)
+YAML_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**6)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.sampled_from(["small", "rwkv", "transformer", "cheapest", "code"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from(list(_paths(VALID))), value=YAML_VALUES)
+def test_any_corrupted_policy_raises_only_policy_error(path, value) -> None:
+    classifier = KeywordClassifier(KEYWORDS["keywords"], KEYWORDS["state_words"])
+    text = yaml.safe_dump(_replaced(VALID, path, value), sort_keys=False)
+    try:
+        policy = parse_policy(text, file="p.yaml", classifier=classifier)
+    except PolicyError as e:
+        assert e.issues and all(i.file == "p.yaml" and i.line >= 1 and i.message for i in e.issues)
+    else:
+        assert policy.decide(policy.features(prompt="swap the cups")).backend in policy.backends
+
+
+def test_policies_import_no_torch() -> None:
+    code = "import sys, policies.loader, policies.engine, policies.features; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
