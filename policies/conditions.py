@@ -4,6 +4,17 @@ A condition is a mapping. Each key is either a combinator (`all: [...]`, `any: [
 or a feature name whose value is a comparison (`{op: value}`, several ops meaning all of them, or a
 bare scalar meaning `eq`). Several keys in one mapping must all hold.
 
+Features (see policies.types.Features):
+  prompt_tokens, max_tokens, turns          numbers
+  state_tracking, task_probs.<task>         numbers in [0, 1]; <task> one of policies.types.TASKS
+  task                                      a label: eq, ne, in, not_in only
+  latency_ms.<backend>, cost.<backend>      the cost model's estimates for this request
+  queue_depth.<backend>                     waiting requests reported by the engine (0 if none reported)
+  metadata.<key>                            the request's `metadata` hints, compared as strings (ordering
+                                            operators parse them as numbers); an absent key satisfies
+                                            only ne and not_in
+Operators: eq, ne, lt, lte, gt, gte, in, not_in (in/not_in take a non-empty list).
+
 A compiled condition is `Check = (Features) -> (held, why)`, where `why` is a short sentence such as
 "prompt_tokens=812 is not > 1500" that says why the condition held or did not. `not` keeps its inner
 `why`: the same fact explains both outcomes.

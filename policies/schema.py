@@ -94,7 +94,7 @@ class DefaultRoute(_Strict):
 
 class PolicySpec(_Strict):
     name: str = Field(min_length=1)
-    version: str | None = None  # None: the first 12 hex digits of the file's sha256
+    version: str | None = Field(None, min_length=1)  # None: the first 12 hex digits of the file's sha256
     classifier: str = Field(min_length=1)
     backends: list[BackendSpec]
     rules: list[Rule] = []

@@ -229,6 +229,11 @@ CASES = {
         "backends",
         "the backend catalogue is empty",
     ),
+    "empty-version": (
+        doc("", head='name: test\nversion: ""  # <-\nclassifier: clf.json\n'),
+        "version",
+        "at least 1 character",
+    ),
     "missing-classifier-file": (
         doc("", head="name: test\nclassifier: models/nope.json  # <-\n"),
         "classifier",
