@@ -45,6 +45,13 @@ class CostModel(_Strict):
     price_per_gpu_hour: float = Field(0.0, ge=0)
 
 
+class InitSpec(_Strict):
+    """How `archrouter init-models` makes a random-weight checkpoint when none exists yet."""
+
+    preset: str = Field(min_length=1)  # the family module's random_config preset
+    seed: int = 0
+
+
 class BackendSpec(_Strict):
     name: str = Field(min_length=1)
     family: Family
@@ -52,6 +59,7 @@ class BackendSpec(_Strict):
     context_length: int = Field(gt=0)
     dtype: DType | None = None
     cost: CostModel = CostModel()
+    init: InitSpec | None = None
 
 
 class RouteChoice(_Strict):
