@@ -7,6 +7,13 @@ The KV cache keeps, per layer, k and v as [B, n_kv_heads, T_cap, head_dim] plus 
 length. Rows may sit at different lengths: a forward writes row b's new keys at positions
 lengths[b] .. lengths[b] + T - 1 and masks everything past them, so a batch of sequences of
 different lengths decodes exactly as each would alone.
+
+On CUDA the attention, the KV write and RoPE run on `kernels.attention`'s Triton kernels (flash
+prefill over the cache, flash-decoding for single-token steps, one fused RoPE launch); on CPU,
+and where a kernel does not cover the shape (head dims other than 16/32/64/128/256), the plain
+PyTorch path below runs. `Transformer.use_paged_cache` switches the model to a paged KV cache
+(`backends.paged_cache`): a pool of blocks shared by sequences, prefix reuse, `OutOfBlocks`
+reported to the caller.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -24,6 +32,9 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from backends.base import SNAPSHOT_FORMAT, Cache, CausalLM
+from backends.paged_cache import PagedKVCache, PagedKVPool
+from kernels import attention as attn_kernels
+from kernels._dispatch import use_triton
 
 FAMILY = "transformer"
 DEFAULT_ROPE_THETA = 10_000.0  # LlamaConfig's default when a config names none
@@ -202,6 +213,21 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+@dataclass
+class Step:
+    """What every layer of one forward shares."""
+
+    cos: torch.Tensor | None  # [B, 1, T, D] (plain path)
+    sin: torch.Tensor | None
+    write_index: torch.Tensor | None  # [B, 1, T, 1]: where each row's new keys go (contiguous cache)
+    mask: torch.Tensor | None  # [B, 1, T, S] or None for a prefill from empty (plain path)
+    kernels: bool = False  # Triton path: fused RoPE + flash attention kernels
+    positions: torch.Tensor | None = None  # [B, T] (kernel path)
+    rope_table: torch.Tensor | None = None  # [max_pos, D] cos | sin (kernel path)
+    k_lens: torch.Tensor | None = None  # [B] int32 keys per row after this step (kernel path)
+    max_len: int = 0
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """q [B, H, T, D]; k, v [B, H_kv, S, D]; mask [B, 1, T, S] bool (True = may attend), or None
     for plain causal attention with S == T (a prefill from empty, where SDPA's flash path applies).
@@ -228,32 +254,46 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(hidden, self.n_kv * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=bias)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: KVCache,
-        layer: int,
-        write_index: torch.Tensor,
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | PagedKVCache, layer: int, step: Step) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        if step.kernels:  # one fused launch for q and k, on the [B, T, H, D] layout
+            q, k = attn_kernels.apply_rope(q, k, step.positions, step.rope_table)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+        else:
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+            q = q * step.cos + rotate_half(q) * step.sin
+            k = k * step.cos + rotate_half(k) * step.sin
+        if isinstance(cache, PagedKVCache):  # the cache writes its blocks and picks prefill / decode
+            y = cache.attend(layer, q, k, v)
+        else:
+            y = self._attend_contiguous(q, k, v, cache, layer, step)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+    def _attend_contiguous(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, layer: int, step: Step
+    ) -> torch.Tensor:
+        B, _, T, _ = q.shape
         # write this step's keys/values at each row's own positions, then read up to the longest row
-        index = write_index.expand(B, self.n_kv, T, self.head_dim)
+        index = step.write_index.expand(B, self.n_kv, T, self.head_dim)
         cache.k(layer).scatter_(2, index, k)
         cache.v(layer).scatter_(2, index, v)
-        if mask is None:  # prefill from empty: this step's keys are all there is
-            y = attend(q, k, v, None)
-        else:
-            S = mask.shape[-1]
-            y = attend(q, cache.k(layer)[:, :, :S], cache.v(layer)[:, :, :S], mask)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        if step.kernels:
+            if step.mask is None:  # prefill from empty: this step's keys are all there is
+                return attn_kernels.attention_padded(q, k, v, step.k_lens)
+            if T == 1:  # flash-decoding straight from the contiguous buffer
+                out = attn_kernels.attention_decode_contiguous(
+                    q[:, :, 0], cache.k(layer), cache.v(layer), step.k_lens, step.max_len
+                )
+                return out[:, :, None]
+            S = step.max_len
+            return attn_kernels.attention_padded(q, cache.k(layer)[:, :, :S], cache.v(layer)[:, :, :S], step.k_lens)
+        if step.mask is None:
+            return attend(q, k, v, None)
+        S = step.mask.shape[-1]
+        return attend(q, cache.k(layer)[:, :, :S], cache.v(layer)[:, :, :S], step.mask)
 
 
 class MLP(nn.Module):
@@ -283,8 +323,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(_cfg_int(cfg, "hidden_size"), eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, *attn_args: Any) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), *attn_args)
+    def forward(self, x: torch.Tensor, cache: KVCache | PagedKVCache, layer: int, step: Step) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cache, layer, step)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -313,6 +353,8 @@ class Transformer(CausalLM):
         self._inv_freq = {torch.device("cpu"): rope_inv_freq(cfg)}
         self.n_kv = num_kv_heads(cfg)
         self.head_dim = head_dim(cfg)
+        self.kv_pool: PagedKVPool | None = None
+        self._rope_tables: dict[torch.device, torch.Tensor] = {}
 
     @property
     def context_length(self) -> int:
@@ -330,7 +372,17 @@ class Transformer(CausalLM):
             if isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
 
-    def init_cache(self, batch_size: int) -> KVCache:
+    def use_paged_cache(self, num_blocks: int, block_size: int = 16) -> PagedKVPool:
+        """From now on `init_cache` hands out caches over one pool of `num_blocks` blocks (the engine's
+        option for many concurrent sequences); returns the pool (its allocator says what is free)."""
+        p = self.model["embed_tokens"].weight
+        self.kv_pool = PagedKVPool(len(self.model["layers"]), num_blocks, block_size, self.n_kv, self.head_dim,
+                                   p.dtype, p.device)  # fmt: skip
+        return self.kv_pool
+
+    def init_cache(self, batch_size: int) -> KVCache | PagedKVCache:
+        if self.kv_pool is not None:
+            return self.kv_pool.new_cache(batch_size)
         p = self.model["embed_tokens"].weight
         tensors = {"lengths": torch.zeros(batch_size, dtype=torch.long, device=p.device)}
         for i in range(len(self.model["layers"])):
@@ -340,27 +392,64 @@ class Transformer(CausalLM):
 
     def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin [B, 1, T, head_dim] for integer positions [B, T]."""
-        dev = positions.device
-        if dev not in self._inv_freq:
-            self._inv_freq[dev] = self._inv_freq[torch.device("cpu")].to(dev)
-        freqs = positions[..., None].float() * self._inv_freq[dev]
+        freqs = positions[..., None].float() * self._inv_freq_on(positions.device)
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
 
-    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None) -> tuple[torch.Tensor, KVCache]:
+    def _kernels(self, x: torch.Tensor) -> bool:
+        """The Triton path: CUDA, kernels enabled, a head dim the kernels are built for."""
+        return use_triton(x) and self.head_dim in attn_kernels.SUPPORTED_HEAD_DIMS
+
+    def _rope_table(self, device: torch.device, needed: int) -> torch.Tensor:
+        """The fused RoPE kernel's cos | sin table [n, head_dim] (fp32), grown by doubling."""
+        table = self._rope_tables.get(device)
+        if table is None or table.shape[0] < needed:
+            n = max(needed, 2 * (table.shape[0] if table is not None else 0), 4096)
+            table = attn_kernels.rope_cos_sin(self._inv_freq_on(device), n)
+            self._rope_tables[device] = table
+        return table
+
+    def _inv_freq_on(self, dev: torch.device) -> torch.Tensor:
+        if dev not in self._inv_freq:
+            self._inv_freq[dev] = self._inv_freq[torch.device("cpu")].to(dev)
+        return self._inv_freq[dev]
+
+    def _forward_paged(self, input_ids: torch.Tensor, cache: PagedKVCache) -> tuple[torch.Tensor, PagedKVCache]:
+        B, T = input_ids.shape
+        lengths = cache.lengths.to(input_ids.device)
+        positions = lengths[:, None] + torch.arange(T, device=input_ids.device)
+        cache.prepare(input_ids)  # allocates blocks; OutOfBlocks leaves the cache as it was
+        x = self.model["embed_tokens"](input_ids)
+        if self._kernels(x):
+            table = self._rope_table(x.device, int(positions.max()) + 1)
+            step = Step(None, None, None, None, kernels=True, positions=positions, rope_table=table)
+        else:
+            cos, sin = self._rope(positions, x.dtype)
+            step = Step(cos, sin, None, None)
+        for i, block in enumerate(self.model["layers"]):
+            x = block(x, cache, i, step)
+        cache.commit()
+        return self.lm_head(self.model["norm"](x)).float(), cache
+
+    def forward(
+        self, input_ids: torch.Tensor, cache: Cache | None = None
+    ) -> tuple[torch.Tensor, KVCache | PagedKVCache]:
         """Logits [B, T, vocab] (fp32) for `input_ids` [B, T] appended to `cache` (updated in place)."""
         B, T = input_ids.shape
         if cache is None:
             cache = self.init_cache(B)
-        if not isinstance(cache, KVCache):
-            raise TypeError(f"transformer needs a KVCache, got {type(cache).__name__}")
+        if not isinstance(cache, KVCache | PagedKVCache):
+            raise TypeError(f"transformer needs a KVCache or PagedKVCache, got {type(cache).__name__}")
         if cache.batch_size != B:
             raise ValueError(f"cache holds {cache.batch_size} rows, input has {B}")
+        if isinstance(cache, PagedKVCache):
+            return self._forward_paged(input_ids, cache)
         lengths = cache.lengths
         positions = lengths[:, None] + torch.arange(T, device=lengths.device)  # [B, T]
         past = int(lengths.max()) if B else 0  # one host sync per forward, to size the attention
         S = past + T
         cache.reserve(S)
+        kernels = self._kernels(cache.k(0)) if len(self.model["layers"]) else False
         # key j is visible to query (b, t) iff j <= its position: causal, and blind to other rows'
         # padding. With nothing cached that is plain causal attention.
         mask = None
@@ -369,9 +458,15 @@ class Transformer(CausalLM):
         write_index = positions[:, None, :, None]  # [B, 1, T, 1]
 
         x = self.model["embed_tokens"](input_ids)
-        cos, sin = self._rope(positions, x.dtype)
+        if kernels:
+            table = self._rope_table(x.device, S)
+            step = Step(None, None, write_index, mask, kernels=True, positions=positions, rope_table=table,
+                        k_lens=(lengths + T).to(torch.int32), max_len=S)  # fmt: skip
+        else:
+            cos, sin = self._rope(positions, x.dtype)
+            step = Step(cos, sin, write_index, mask)
         for i, block in enumerate(self.model["layers"]):
-            x = block(x, cos, sin, cache, i, write_index, mask)
+            x = block(x, cache, i, step)
         logits = self.lm_head(self.model["norm"](x)).float()
         cache.tensors["lengths"] = lengths + T
         return logits, cache
