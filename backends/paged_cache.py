@@ -360,10 +360,10 @@ class PagedKVCache(Cache):
         t = input_ids.shape[1]
         slots, ctx, gather = [], [], []
         for s in self.seqs:
-            rows = self._rows_list(s, s.length + t)
-            slots.extend(rows[s.length :])
+            slots.extend(self._rows_list(s, s.length + t, start=s.length))
             ctx.append(s.length + t)
-            gather.extend(rows)
+            if t > 1:  # prefill reads every context token back as one packed batch; decode reads blocks
+                gather.extend(self._rows_list(s, s.length + t))
         width = max(len(s.blocks) for s in self.seqs)
         table = [s.blocks + [0] * (width - len(s.blocks)) for s in self.seqs]
         step = _Step(
@@ -422,9 +422,10 @@ class PagedKVCache(Cache):
             s.blocks[i] = alloc.register(s.blocks[i], h)
             s.hashes.append(h)
 
-    def _rows_list(self, s: _Seq, n: int) -> list[int]:
+    def _rows_list(self, s: _Seq, n: int, start: int = 0) -> list[int]:
+        """Flat pool rows of the sequence's tokens start..n-1."""
         bs = self.pool.block_size
-        return [s.blocks[i // bs] * bs + i % bs for i in range(n)]
+        return [s.blocks[i // bs] * bs + i % bs for i in range(start, n)]
 
     def _rows(self, s: _Seq, n: int) -> torch.Tensor:
         return torch.tensor(self._rows_list(s, n), dtype=torch.long, device=self.pool.k.device)
