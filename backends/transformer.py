@@ -164,7 +164,7 @@ class KVCache(Cache):
         cap = self.capacity
         if needed <= cap:
             return
-        new_cap = max(needed, 2 * cap, 16)
+        new_cap = -(-max(needed, 2 * cap, 16) // 16) * 16  # whole 16-token blocks: flash-decoding reads them in place
         for name, t in self.tensors.items():
             if name != "lengths":
                 self.tensors[name] = F.pad(t, (0, 0, 0, new_cap - cap))

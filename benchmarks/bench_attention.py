@@ -49,11 +49,18 @@ BF16_ATOL = 2e-2  # two bf16 flash implementations: P rounded to bf16 and output
 
 
 class Budget:
+    """The sweep's wall-clock budget, shared out: each section may start shapes until its share ends."""
+
+    SHARES = {"prefill": 0.40, "decode": 0.65, "e2e": 1.0}  # cumulative fractions of the budget
+
     def __init__(self, seconds: float):
-        self.end = time.monotonic() + seconds
+        self.start = time.monotonic()
+        self.seconds = seconds
+        self.section = "prefill"
 
     def left(self) -> float:
-        return self.end - time.monotonic()
+        """Seconds left in the current section's share."""
+        return self.start + self.SHARES[self.section] * self.seconds - time.monotonic()
 
 
 def bench(fn: Callable[[], object], smoke: bool) -> float:
@@ -103,7 +110,7 @@ def bench_prefill(dev: str, smoke: bool, budget: Budget, skipped: list[str]) -> 
     rows = []
     for d in dims:
         for t in lengths:
-            if budget.left() < 60:
+            if budget.left() < 0:
                 skipped.append(f"prefill d={d} T={t} (time budget)")
                 continue
             rows.append(_prefill_shape(dev, smoke, d, t))
@@ -158,7 +165,7 @@ def bench_decode(dev: str, smoke: bool, copy_gbs: float, budget: Budget, skipped
         for bsz in batches:
             if bsz * ctx > cap:
                 skipped.append(f"decode B={bsz} ctx={ctx} (over {cap} cached tokens)")
-            elif budget.left() < 40:
+            elif budget.left() < 0:
                 skipped.append(f"decode B={bsz} ctx={ctx} (time budget)")
             else:
                 rows.append(_decode_shape(dev, smoke, copy_gbs, bsz, ctx))
@@ -272,16 +279,165 @@ def memory_per_sequence(smoke: bool) -> dict:
     }  # fmt: skip
 
 
+# Llama-3.2-1B's public config (random weights here): 16 layers, 32 query / 8 kv heads of 64, 128k vocab
+LLAMA_1B = {
+    "model_type": "llama", "vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192,
+    "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
+    "hidden_act": "silu", "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
+    "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    "initializer_range": 0.02,
+}  # fmt: skip
+
+
+def _build(tr, cfg: dict, dev: str, dtype: torch.dtype):  # noqa: ANN001, ANN202
+    with torch.device(dev):  # initialise on the device: a 1B model's CPU init would take a while
+        model = tr.Transformer(cfg)
+        model.init_weights()
+    return model.to(dtype).eval()
+
+
+def _kernels_off(off: bool) -> None:
+    if off:
+        os.environ["ARCHROUTER_NO_TRITON"] = "1"
+    else:
+        os.environ.pop("ARCHROUTER_NO_TRITON", None)
+
+
+def _decode_cache(model, bsz: int, ctx: int, room: int, paged: bool):  # noqa: ANN001, ANN202
+    """A cache already holding `ctx` tokens per row (values irrelevant to timing), with room for more."""
+    if paged:
+        per_seq = -(-(ctx + room) // 16)
+        model.use_paged_cache(num_blocks=bsz * per_seq + bsz, block_size=16)
+        cache = model.init_cache(bsz)
+        cache.prepare(torch.randint(0, 1000, (bsz, ctx)))
+        cache.commit()
+        return cache
+    model.kv_pool = None
+    cache = model.init_cache(bsz)
+    cache.reserve(-(-(ctx + room) // 16) * 16)  # a multiple of 16: flash-decoding reads it in place
+    cache.tensors["lengths"] = torch.full((bsz,), ctx, dtype=torch.long, device=cache.lengths.device)
+    return cache
+
+
+def _decode_tps(model, bsz: int, ctx: int, steps: int, paged: bool, dev: str) -> float:  # noqa: ANN001
+    """Tokens per second of `steps` batched decode steps at context ~ctx (wall clock, synchronised)."""
+    cache = _decode_cache(model, bsz, ctx, steps + 2, paged)
+    ids = torch.randint(0, model.vocab_size, (bsz, 1), device=dev)
+    with torch.inference_mode():
+        model(ids, cache)  # warm-up (compiles / autotunes at this shape)
+        model(ids, cache)
+        _sync(dev)
+        t = time.perf_counter()
+        for _ in range(steps):
+            model(ids, cache)
+        _sync(dev)
+    return bsz * steps / (time.perf_counter() - t)
+
+
+def _step_ms(model, dev: str, smoke: bool, *, prefill: int = 0, ctx: int = 0) -> float:  # noqa: ANN001
+    """B=1 latency of one prefill of `prefill` tokens from empty, or one decode step at context `ctx`."""
+    with torch.inference_mode():
+        if prefill:
+            ids = torch.randint(0, model.vocab_size, (1, prefill), device=dev)
+            return bench(lambda: model(ids), smoke)
+        cache = _decode_cache(model, 1, ctx, 16, paged=False)
+        ids = torch.randint(0, model.vocab_size, (1, 1), device=dev)
+        lengths = cache.lengths.clone()
+
+        def step() -> None:
+            cache.tensors["lengths"] = lengths  # back to ctx: every call does the same work
+            model(ids, cache)
+
+        return bench(step, smoke)
+
+
+def _fit(xs: list[float], ys: list[float], powers: tuple[int, ...]) -> dict[str, float]:
+    """Least squares y ~ sum c_p x^p with every c_p >= 0 (the best of the non-negative subset fits)."""
+    import itertools
+
+    best, best_err = {p: 0.0 for p in powers}, float("inf")
+    for r in range(1, len(powers) + 1):
+        for sub in itertools.combinations(powers, r):
+            a = torch.tensor([[float(x) ** p for p in sub] for x in xs], dtype=torch.float64)
+            y = torch.tensor(ys, dtype=torch.float64)[:, None]
+            coef = torch.linalg.lstsq(a, y).solution[:, 0]
+            if (coef < 0).any():
+                continue
+            err = float(((a @ coef[:, None] - y) ** 2).sum())
+            if err < best_err:
+                best, best_err = {p: 0.0 for p in powers}, err
+                best.update({p: float(c) for p, c in zip(sub, coef.tolist(), strict=True)})
+    return best
+
+
+def cost_curve(model, dev: str, smoke: bool, lengths: list[int], contexts: list[int]) -> dict:  # noqa: ANN001
+    """Measured B=1 prefill and decode latencies and the policy catalogue's curve fitted to them."""
+    pre = {n: _step_ms(model, dev, smoke, prefill=n) for n in lengths}
+    dec = {c: _step_ms(model, dev, smoke, ctx=c) for c in contexts}
+    p = _fit(list(pre), list(pre.values()), (0, 1, 2))
+    d = _fit(list(dec), list(dec.values()), (0, 1))
+    return {
+        "prefill_ms_measured": pre, "decode_ms_measured": dec,
+        "prefill_ms": {"base": round(p[0], 4), "per_token": float(f"{p[1]:.4g}"), "per_token_sq": float(f"{p[2]:.4g}")},
+        "decode_ms": {"base": round(d[0], 4), "per_context": float(f"{d[1]:.4g}")},
+    }  # fmt: skip
+
+
 def bench_e2e(dev: str, smoke: bool, budget: Budget, skipped: list[str]) -> dict:
     try:
-        from backends import transformer  # noqa: F401
+        from backends import transformer as tr
     except ImportError:
         msg = "e2e: backends.transformer is not in this tree (Transformer family not merged); skipped"
         skipped.append(msg)
         return {"skipped": msg}
-    from benchmarks_e2e_attention import run_e2e  # type: ignore[import-not-found]  # noqa: PLC0415
+    out: dict = {}
+    dtype = torch.float32 if smoke else torch.bfloat16
+    cfg = tr.random_config("tiny") if smoke else LLAMA_1B
+    model = _build(tr, cfg, dev, dtype)
+    out["model"] = {"config": "tiny preset" if smoke else "Llama-3.2-1B shape", "parameters": model.num_parameters(),
+                    "dtype": str(dtype).removeprefix("torch.")}  # fmt: skip
+    ctx, steps = (32, 3) if smoke else (1024, 32)
+    rows = []
+    for bsz in [1, 4] if smoke else [1, 64]:
+        if budget.left() < 20:
+            skipped.append(f"e2e decode B={bsz} (time budget)")
+            continue
+        row = {"B": bsz, "ctx": ctx, "steps": steps}
+        _kernels_off(True)
+        row["plain_tok_s"] = _decode_tps(model, bsz, ctx, steps, paged=False, dev=dev)
+        _kernels_off(False)
+        row["ours_paged_tok_s"] = _decode_tps(model, bsz, ctx, steps, paged=True, dev=dev)
+        row["ours_contiguous_tok_s"] = _decode_tps(model, bsz, ctx, steps, paged=False, dev=dev)
+        row["speedup_paged_vs_plain"] = row["ours_paged_tok_s"] / row["plain_tok_s"]
+        rows.append(row)
+        _free(dev)
+    out["decode"] = rows
+    model.kv_pool = None
+    # cost curves (B=1, the generator's default contiguous cache with our kernels) for the 1B shape and
+    # for the catalogue's presets at the catalogue's dtype (float32)
+    curves = {}
+    plans = [("llama-1b-bf16", model, [64, 128] if smoke else [128, 512, 2048, 8192],
+              [32, 64] if smoke else [512, 2048, 8192, 32768])]  # fmt: skip
+    for preset, top in [("tiny", 2048), ("small", 2048), ("base", 4096)]:
+        plans.append((f"transformer-{preset}", None, [32, 64] if smoke else [128, 512, 1024, top],
+                      [32, 64] if smoke else [128, 512, 1024, top]))  # fmt: skip
+    for name, m, lengths, contexts in plans:
+        if budget.left() < 5:
+            skipped.append(f"cost curve {name} (time budget)")
+            continue
+        if m is None:
+            m = _build(tr, tr.random_config(name.removeprefix("transformer-")), dev, torch.float32)
+        curves[name] = cost_curve(m, dev, smoke, lengths, contexts)
+        del m
+        _free(dev)
+    out["cost_curves"] = curves
+    return out
 
-    return run_e2e(dev, smoke, budget, skipped)
+
+def _sync(dev: str) -> None:
+    if dev == "cuda":
+        torch.cuda.synchronize()
 
 
 def _free(dev: str) -> None:
@@ -328,10 +484,13 @@ def main() -> None:
     }
     res["copy_gbs"] = copy_bandwidth(dev, smoke)
     res["prefill"] = bench_prefill(dev, smoke, budget, skipped)
+    budget.section = "decode"
     res["decode"] = bench_decode(dev, smoke, res["copy_gbs"], budget, skipped)
     res["rope"] = bench_rope(dev, smoke, res["prefill"])
     res["memory"] = memory_per_sequence(smoke)
+    budget.section = "e2e"
     res["e2e"] = bench_e2e(dev, smoke, budget, skipped)
+    res["wall_s"] = time.monotonic() - budget.start
     res["skipped"] = skipped
     res["all_correct"] = all(r["correct"] for r in res["prefill"] + res["decode"] + res["rope"])
 
@@ -351,7 +510,11 @@ def main() -> None:
         f"memory per sequence (1B Llama, bf16, mean len {mem['mean_len']:.0f}): contiguous@{mem['max_len']} "
         f"{mem['contiguous_max_len_bytes'] / 2**20:.1f} MiB, paged {mem['paged_bytes'] / 2**20:.1f} MiB, "
         f"paged+shared 512-token prefix {mem['paged_shared_prefix_bytes'] / 2**20:.1f} MiB",
-        "e2e\n" + json.dumps(res["e2e"], indent=1),
+        "e2e decode tokens/s (1B-class Llama, random weights)\n" + _table(res["e2e"].get("decode", []), [
+            "B", "ctx", "plain_tok_s", "ours_paged_tok_s", "ours_contiguous_tok_s", "speedup_paged_vs_plain"]),
+        "cost curves for config/policy.yaml (ms; B=1)\n" + "\n".join(
+            f"  {name}: prefill_ms: {json.dumps(c['prefill_ms'])}  decode_ms: {json.dumps(c['decode_ms'])}"
+            for name, c in res["e2e"].get("cost_curves", {}).items()),
         "skipped: " + ("; ".join(skipped) if skipped else "none"),
     ])  # fmt: skip
     (out_dir / "bench_attention.txt").write_text(text + "\n")

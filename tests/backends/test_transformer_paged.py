@@ -6,8 +6,13 @@ Tolerances as in test_transformer.py: 1e-4 to transformers' fp32 logits (same ma
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton path test below runs interpreted
 
 pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
@@ -106,6 +111,35 @@ def test_snapshots_move_between_paged_and_contiguous_caches(tmp_path) -> None:
         b, _ = ours(ids[:, 11:], PagedKVCache.restore(data, pool=ours.kv_pool))
         c, _ = ours(ids[:, 11:], PagedKVCache.restore(tr.KVCache.restore(data).snapshot(0), pool=ours.kv_pool))
     assert max_diff(a, b) < SELF_TOL and max_diff(a, c) < SELF_TOL
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the real Triton path is tested below")
+@pytest.mark.parametrize("paged", [False, True])
+def test_triton_path_under_interpreter_matches_transformers(paged: bool, tmp_path, monkeypatch) -> None:
+    """The model's CUDA code path (fused RoPE, flash prefill over the cache, flash-decoding from the
+    contiguous buffer or the pool) on CPU: the dispatch is told to take Triton, which interprets."""
+    import kernels.attention as ka
+
+    monkeypatch.setattr(ka, "use_triton", lambda *ts: True)
+    monkeypatch.setattr(tr, "use_triton", lambda *ts: True)
+    gen = torch.Generator().manual_seed(torch.randint(0, 2**31, ()).item())
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=80, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=128,
+                      rms_norm_eps=1e-5, bos_token_id=None, eos_token_id=None, pad_token_id=None)  # fmt: skip
+    hf = LlamaForCausalLM(cfg).eval()
+    _randomise(hf, gen)
+    hf.save_pretrained(tmp_path / "m")
+    ours = tr.load(tmp_path / "m")  # head dim 16, GQA 4
+    if paged:
+        ours.use_paged_cache(num_blocks=16, block_size=16)
+    ids = torch.randint(0, VOCAB, (2, 27))
+    with torch.no_grad():
+        ref = hf(ids).logits
+        first, cache = ours(ids[:, :17])
+        steps = [first] + [ours(ids[:, t : t + 1], cache)[0] for t in range(17, 23)]
+        steps.append(ours(ids[:, 23:], cache)[0])
+    assert max_diff(torch.cat(steps, 1), ref) < HF_TOL
+    assert isinstance(cache, PagedKVCache) == paged
 
 
 @pytest.mark.gpu
