@@ -4,6 +4,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Without CUDA, Triton kernels run interpreted. TRITON_INTERPRET must be set before anything imports
+# triton (transformers does, when triton is installed): triton.language's own @jit helpers (tl.zeros,
+# tl.sum, ...) are built at import, and the interpreter can call them only if they were built under it.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
