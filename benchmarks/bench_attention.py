@@ -133,6 +133,7 @@ def _prefill_shape(dev: str, smoke: bool, d: int, t: int) -> dict:
     out = prefill.attention_varlen(qp, kp, vp, cu, cu, t).view(bsz, t, hq, d).transpose(1, 2)
     row["ours_ms"] = bench(lambda: prefill.attention_varlen(qp, kp, vp, cu, cu, t), smoke)
     row["ours_tflops"] = flops / row["ours_ms"] / 1e9
+    row["config"] = str(getattr(prefill._attn_fwd_tuned, "best_config", "fixed (interpreter)"))
     for name, backend in _sdpa_backends(smoke).items():
         try:
             ref = _run_sdpa(backend, q, ke, ve)
@@ -187,6 +188,7 @@ def _decode_shape(dev: str, smoke: bool, copy_gbs: float, bsz: int, ctx: int) ->
                  "splits": decode.choose_splits(bsz, hkv, ctx, q.device)}  # fmt: skip
     ours = lambda: decode.paged_decode(q, k_cache, v_cache, tables, lens, max_context_len=ctx)  # noqa: E731
     row["ours_ms"] = bench(ours, smoke)
+    row["config"] = str(getattr(decode._paged_decode_tuned, "best_config", "fixed (interpreter)"))
     row["ours_gbs"] = 2 * bsz * ctx * hkv * d * 2 / row["ours_ms"] / 1e6  # K and V, bf16
     row["ours_frac_copy_bw"] = row["ours_gbs"] / copy_gbs
     # SDPA over a contiguous cache holding the same values, K/V expanded to the query heads

@@ -140,8 +140,9 @@ INTERPRET_BLOCK_N = 16
 
 
 def choose_splits(batch: int, kv_heads: int, max_context_len: int, device: torch.device) -> int:
-    """How many context splits fill the GPU: about two programs per SM, none shorter than 256 tokens."""
-    want = triton.cdiv(2 * num_sms(device), max(batch * kv_heads, 1))
+    """How many context splits fill the GPU: about four programs per SM (each keeps a few tiles of
+    loads in flight; a memory-bound kernel needs many in flight per SM), none shorter than 256 tokens."""
+    want = triton.cdiv(4 * num_sms(device), max(batch * kv_heads, 1))
     cap = max(1, triton.cdiv(max_context_len, MIN_SPLIT_TOKENS))
     return max(1, min(want, cap, MAX_SPLITS))
 
