@@ -43,7 +43,10 @@ def compiled_kernels(monkeypatch):  # noqa: ANN001, ANN201
         from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
     except ImportError:
         pytest.skip("Triton's NVIDIA backend is not installed")
+    import kernels.attention as package
+
     saved = {m: sys.modules.pop(m) for m in list(sys.modules) if m.startswith("kernels.attention.")}
+    attrs = {m.rsplit(".", 1)[1]: mod for m, mod in saved.items()}
     try:
         mods = {m: importlib.import_module(f"kernels.attention.{m}") for m in ("prefill", "decode", "rope")}
         yield mods
@@ -52,6 +55,11 @@ def compiled_kernels(monkeypatch):  # noqa: ANN001, ANN201
             if m.startswith("kernels.attention."):
                 del sys.modules[m]
         sys.modules.update(saved)
+        for name in ("prefill", "decode", "rope", "_common"):  # importing set these on the package too
+            if name in attrs:
+                setattr(package, name, attrs[name])
+            elif hasattr(package, name):
+                delattr(package, name)
 
 
 def test_kernels_compile_for_sm90_pipelined(compiled_kernels) -> None:  # noqa: ANN001
