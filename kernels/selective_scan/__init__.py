@@ -48,7 +48,8 @@ def selective_scan(
 
         return selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, state, cu_seqlens, slots,
                                      dt_softplus=dt_softplus)
-    return selective_scan_ref(x, dt, A, B, C, D, z, dt_bias, state, cu_seqlens, slots, dt_softplus=dt_softplus)
+    return selective_scan_ref(x, dt, A, B, C, D, z, dt_bias, state, cu_seqlens, slots,
+                              dt_softplus=dt_softplus)
 
 
 def selective_state_update(
@@ -68,7 +69,8 @@ def selective_state_update(
     if use_triton(x, state):
         from kernels.selective_scan.step import selective_state_update_triton
 
-        return selective_state_update_triton(x, dt, A, B, C, D, z, dt_bias, state, slots, dt_softplus=dt_softplus)
+        return selective_state_update_triton(x, dt, A, B, C, D, z, dt_bias, state, slots,
+                                             dt_softplus=dt_softplus)
     return selective_state_update_ref(x, dt, A, B, C, D, z, dt_bias, state, slots, dt_softplus=dt_softplus)
 
 

@@ -44,8 +44,10 @@ def _causal_conv1d_fwd_kernel(
                          mask=(mask_t & in_seq)[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
             # before the sequence: the state's column (width-1) + (p - bos), in [0, width-2]
             col = tl.where(in_seq, 0, (WIDTH - 1) + (p - bos))
-            sv = tl.load(state_ptr + slot * stride_state_slot + offs_d[None, :] * stride_state_dim + col[:, None],
-                         mask=(mask_t & ~in_seq & ((p * 0 + slot) >= 0))[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
+            from_state = mask_t & ~in_seq & ((p * 0 + slot) >= 0)
+            row = state_ptr + slot * stride_state_slot + offs_d[None, :] * stride_state_dim
+            sv = tl.load(row + col[:, None], mask=from_state[:, None] & mask_d[None, :], other=0.0)
+            sv = sv.to(tl.float32)
             acc += (xv + sv) * w[None, :]
         if SILU:
             acc = acc * tl.sigmoid(acc)

@@ -69,8 +69,10 @@ def _selective_scan_fwd_kernel(
         mask_t = tt < eos
         mask_td = mask_t[:, None] & mask_d[None, :]
         mask_tn = mask_t[:, None] & mask_n[None, :]
-        x = tl.load(x_ptr + tt[:, None] * stride_x + offs_d[None, :], mask=mask_td, other=0.0).to(tl.float32)
-        dt = tl.load(dt_ptr + tt[:, None] * stride_dt + offs_d[None, :], mask=mask_td, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + tt[:, None] * stride_x + offs_d[None, :], mask=mask_td, other=0.0)
+        x = x.to(tl.float32)
+        dt = tl.load(dt_ptr + tt[:, None] * stride_dt + offs_d[None, :], mask=mask_td, other=0.0)
+        dt = dt.to(tl.float32)
         if HAS_DT_BIAS:
             dt = dt + bias[None, :]
         if DT_SOFTPLUS:
@@ -87,7 +89,8 @@ def _selective_scan_fwd_kernel(
         if HAS_D:
             y += x * Dv[None, :]
         if HAS_Z:
-            z = tl.load(z_ptr + tt[:, None] * stride_z + offs_d[None, :], mask=mask_td, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + tt[:, None] * stride_z + offs_d[None, :], mask=mask_td, other=0.0)
+            z = z.to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(y_ptr + tt[:, None] * stride_y + offs_d[None, :], y.to(y_ptr.dtype.element_ty), mask=mask_td)
         # the tail is identity, so the chunk's last row is the state after the last valid token
@@ -134,7 +137,8 @@ def selective_scan_triton(
     _selective_scan_fwd_kernel[grid](
         x, dt, A, B, C, D if D is not None else x, z if z is not None else x,
         dt_bias if dt_bias is not None else x, state, y, cu_seqlens, slots,
-        _rows(x), _rows(dt), _rows(B), _rows(C), _rows(z) if z is not None else 0, y.stride(0), state.stride(0),
+        _rows(x), _rows(dt), _rows(B), _rows(C), _rows(z) if z is not None else 0,
+        y.stride(0), state.stride(0),
         dim, dstate,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DT_BIAS=dt_bias is not None, DT_SOFTPLUS=dt_softplus,
         BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(dstate),

@@ -95,7 +95,8 @@ def selective_state_update_triton(
     _selective_state_update_kernel[grid](
         x, dt, A, B, C, D if D is not None else x, z if z is not None else x,
         dt_bias if dt_bias is not None else x, state, y, slots,
-        _rows(x), _rows(dt), _rows(B), _rows(C), _rows(z) if z is not None else 0, y.stride(0), state.stride(0),
+        _rows(x), _rows(dt), _rows(B), _rows(C), _rows(z) if z is not None else 0,
+        y.stride(0), state.stride(0),
         dim, dstate,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DT_BIAS=dt_bias is not None, DT_SOFTPLUS=dt_softplus,
         BLOCK_D=block_d, BLOCK_N=block_n,
