@@ -99,6 +99,57 @@ def _selective_scan_fwd_kernel(
     tl.store(state_ptrs, h.to(state_ptr.dtype.element_ty), mask=mask_dn & has_state)
 
 
+@triton.jit
+def _selective_scan_recurrent_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dt_bias_ptr, state_ptr, y_ptr,
+    cu_seqlens_ptr, slots_ptr,
+    stride_x, stride_dt, stride_b, stride_c, stride_z, stride_y, stride_state,
+    dim, dstate,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """The same scan one token at a time (fla's fused_recurrent style): no intra-chunk work, one
+    dependent step per token. Which of the two wins depends on the shape; the benchmark measures both."""
+    pid_d = tl.program_id(0)
+    seq = tl.program_id(1)
+    bos = tl.load(cu_seqlens_ptr + seq).to(tl.int64)
+    eos = tl.load(cu_seqlens_ptr + seq + 1).to(tl.int64)
+    slot = tl.load(slots_ptr + seq).to(tl.int64)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < dim
+    mask_n = offs_n < dstate
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    A = A * LOG2E
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_DT_BIAS:
+        bias = tl.load(dt_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    state_ptrs = state_ptr + slot * stride_state + offs_d[:, None] * dstate + offs_n[None, :]
+    # a [D, N] mask rather than a scalar one: the interpreter rejects scalar & tensor masks
+    has_state = (tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.int64) + slot) >= 0
+    h = tl.load(state_ptrs, mask=mask_dn & has_state, other=0.0).to(tl.float32)
+    for t in range(bos, eos):
+        x = tl.load(x_ptr + t * stride_x + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        dt = tl.load(dt_ptr + t * stride_dt + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_DT_BIAS:
+            dt += bias
+        if DT_SOFTPLUS:
+            dt = _softplus(dt)
+        Bt = tl.load(B_ptr + t * stride_b + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + t * stride_c + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        h = tl.exp2(dt[:, None] * A) * h + (dt * x)[:, None] * Bt[None, :]
+        y = tl.sum(h * Ct[None, :], axis=1)
+        if HAS_D:
+            y += x * Dv
+        if HAS_Z:
+            z = tl.load(z_ptr + t * stride_z + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            y = y * z * tl.sigmoid(z)
+        tl.store(y_ptr + t * stride_y + offs_d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
+    tl.store(state_ptrs, h.to(state_ptr.dtype.element_ty), mask=mask_dn & has_state)
+
+
 def _rows(t: torch.Tensor) -> int:
     assert t.stride(-1) == 1, "last dimension must be contiguous"
     return t.stride(0)
@@ -118,6 +169,7 @@ def selective_scan_triton(
     slots: torch.Tensor,
     *,
     dt_softplus: bool = True,
+    method: str = "chunk",
     block_t: int = 32,
     block_d: int = 16,
     num_warps: int = 4,
@@ -126,6 +178,8 @@ def selective_scan_triton(
 
     Row strides of x, dt, z, B, C may be anything (views into in_proj / x_proj outputs work
     without copies); their last dimension must be contiguous. `state` must be contiguous.
+    `method`: "chunk" (parallel scan inside time chunks of `block_t`) or "recurrent" (one token
+    at a time; `block_t` unused).
     """
     total, dim = x.shape
     dstate = A.shape[1]
@@ -134,14 +188,19 @@ def selective_scan_triton(
     n_seqs = slots.shape[0]
     y = torch.empty((total, dim), dtype=x.dtype, device=x.device)
     grid = (triton.cdiv(dim, block_d), n_seqs)
-    _selective_scan_fwd_kernel[grid](
+    args = (
         x, dt, A, B, C, D if D is not None else x, z if z is not None else x,
         dt_bias if dt_bias is not None else x, state, y, cu_seqlens, slots,
         _rows(x), _rows(dt), _rows(B), _rows(C), _rows(z) if z is not None else 0,
         y.stride(0), state.stride(0),
         dim, dstate,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_DT_BIAS=dt_bias is not None, DT_SOFTPLUS=dt_softplus,
-        BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(dstate),
-        num_warps=num_warps,
     )
+    flags = {"HAS_D": D is not None, "HAS_Z": z is not None, "HAS_DT_BIAS": dt_bias is not None,
+             "DT_SOFTPLUS": dt_softplus, "BLOCK_D": block_d, "BLOCK_N": triton.next_power_of_2(dstate)}
+    if method == "chunk":
+        _selective_scan_fwd_kernel[grid](*args, **flags, BLOCK_T=block_t, num_warps=num_warps)
+    elif method == "recurrent":
+        _selective_scan_recurrent_kernel[grid](*args, **flags, num_warps=num_warps)
+    else:
+        raise ValueError(f"method must be 'chunk' or 'recurrent', not {method!r}")
     return y
