@@ -103,8 +103,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        # fp32 normalisation, cast back, then the weight: transformers' MambaRMSNorm order
+        x = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return self.weight * x.to(dtype)
 
 
@@ -129,6 +129,18 @@ class MambaMixer(nn.Module):
             lo, hi = math.log(cfg["time_step_min"]), math.log(cfg["time_step_max"])
             dt = torch.exp(torch.rand(d_inner) * (hi - lo) + lo).clamp(min=cfg["time_step_floor"])
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self._A: torch.Tensor | None = None
+        self._A_key: tuple | None = None
+
+    def neg_A(self) -> torch.Tensor:
+        """A = -exp(A_log) in fp32, kept between calls at inference (two fewer kernels per layer and
+        decode step; the key notices in-place updates and moves of A_log)."""
+        if torch.is_grad_enabled() and self.A_log.requires_grad:
+            return -torch.exp(self.A_log.float())
+        key = (self.A_log.data_ptr(), self.A_log._version, self.A_log.device, self.A_log.dtype)
+        if self._A is None or key != self._A_key:
+            self._A, self._A_key = -torch.exp(self.A_log.detach().float()), key
+        return self._A
 
     def forward(self, h: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
                 slots: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
@@ -144,7 +156,7 @@ class MambaMixer(nn.Module):
         dt = F.linear(x_dbl[:, : self.dt_rank], self.dt_proj.weight)  # bias + softplus: fused in the kernel
         B = x_dbl[:, self.dt_rank : self.dt_rank + self.d_state]
         C = x_dbl[:, self.dt_rank + self.d_state :]
-        A = -torch.exp(self.A_log.float())
+        A = self.neg_A()
         if seqlen == 1:
             y = selective_state_update(x, dt, A, B, C, self.D, z, self.dt_proj.bias, ssm_state, slots)
         else:

@@ -248,8 +248,9 @@ def _subset(p, n_seqs: int, n_ch: int, seqlen: int):
 
 # (method, block_t, block_d, num_warps); the first is the public default
 SCAN_CONFIGS = [
-    ("chunk", 32, 16, 4), ("chunk", 64, 16, 8), ("chunk", 16, 32, 4), ("chunk", 32, 32, 8),
-    ("chunk", 16, 16, 2),
+    # chunk tiles of block_t x block_d x 16 fp32 values, kept at <= 32 per thread per live tile
+    ("chunk", 16, 16, 4), ("chunk", 32, 16, 8), ("chunk", 16, 32, 8), ("chunk", 8, 16, 4),
+    ("chunk", 32, 8, 4),
     ("recurrent", 0, 16, 1), ("recurrent", 0, 32, 2), ("recurrent", 0, 64, 4),
 ]
 

@@ -170,7 +170,7 @@ def selective_scan_triton(
     *,
     dt_softplus: bool = True,
     method: str = "chunk",
-    block_t: int = 32,
+    block_t: int = 16,
     block_d: int = 16,
     num_warps: int = 4,
 ) -> torch.Tensor:
