@@ -323,8 +323,8 @@ def bench_prefill(dev, smoke, mss_scan_ref, log):
 
 def run_scan(p, state, cfg):
     method, bt, bd, nw = cfg
-    return selective_scan_triton(*_scan_args(p), state, p["cu"], p["slots"], method=method, block_t=bt or 16,
-                                 block_d=bd, num_warps=nw)
+    return selective_scan_triton(*_scan_args(p), state, p["cu"], p["slots"], method=method,
+                                 block_t=bt or None, block_d=bd, num_warps=nw)
 
 
 # ------------------------------------------------------------------------------------------ conv
@@ -487,6 +487,19 @@ def bench_e2e(dev, smoke, log):
     return rows
 
 
+def pick_scan_default(prefill_rows: list[dict], log) -> None:
+    """Let the model's prefill use the scan method and tiles that won most prefill shapes here."""
+    from kernels.selective_scan import scan
+
+    wins: dict[tuple, int] = {}
+    for r in prefill_rows:
+        wins[tuple(r["best_config"])] = wins.get(tuple(r["best_config"]), 0) + 1
+    method, bt, bd, nw = max(wins, key=wins.get)
+    scan.DEFAULT_METHOD = method
+    scan.DEFAULT_TILES[method] = (bt or 1, bd, nw)
+    log(f"model prefill uses scan method={method} tiles={scan.DEFAULT_TILES[method]} (won {wins})")
+
+
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """Least-squares (intercept, slope)."""
     n = len(xs)
@@ -565,6 +578,8 @@ def main() -> int:
         if fn is None or (args.only and name not in args.only):
             continue
         t0 = time.perf_counter()
+        if name in ("e2e", "cost") and isinstance(results.get("prefill"), list):
+            pick_scan_default(results["prefill"], log)
         try:
             results[name] = fn()
         except Exception as e:  # noqa: BLE001 - one broken section must not lose the others' figures

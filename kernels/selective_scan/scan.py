@@ -150,6 +150,12 @@ def _selective_scan_recurrent_kernel(
     tl.store(state_ptrs, h.to(state_ptr.dtype.element_ty), mask=mask_dn & has_state)
 
 
+# (block_t, block_d, num_warps) per method; chunk tiles hold block_t x block_d x 16 fp32 values,
+# <= 32 per thread per live tile at these sizes. benchmarks/bench_selective_scan.py sweeps others.
+DEFAULT_TILES: dict[str, tuple[int, int, int]] = {"chunk": (16, 16, 4), "recurrent": (1, 32, 2)}
+DEFAULT_METHOD = "chunk"
+
+
 def _rows(t: torch.Tensor) -> int:
     assert t.stride(-1) == 1, "last dimension must be contiguous"
     return t.stride(0)
@@ -169,18 +175,23 @@ def selective_scan_triton(
     slots: torch.Tensor,
     *,
     dt_softplus: bool = True,
-    method: str = "chunk",
-    block_t: int = 16,
-    block_d: int = 16,
-    num_warps: int = 4,
+    method: str | None = None,
+    block_t: int | None = None,
+    block_d: int | None = None,
+    num_warps: int | None = None,
 ) -> torch.Tensor:
     """Triton path of `selective_scan` (see naive.selective_scan_ref for the contract).
 
     Row strides of x, dt, z, B, C may be anything (views into in_proj / x_proj outputs work
     without copies); their last dimension must be contiguous. `state` must be contiguous.
     `method`: "chunk" (parallel scan inside time chunks of `block_t`) or "recurrent" (one token
-    at a time; `block_t` unused).
+    at a time; `block_t` unused); None takes DEFAULT_METHOD and its tile sizes from DEFAULT_TILES.
     """
+    method = method or DEFAULT_METHOD
+    if method not in DEFAULT_TILES:
+        raise ValueError(f"method must be one of {', '.join(DEFAULT_TILES)}, not {method!r}")
+    dflt = DEFAULT_TILES[method]
+    block_t, block_d, num_warps = block_t or dflt[0], block_d or dflt[1], num_warps or dflt[2]
     total, dim = x.shape
     dstate = A.shape[1]
     assert state.is_contiguous() and state.shape[1:] == (dim, dstate)
@@ -199,8 +210,6 @@ def selective_scan_triton(
              "DT_SOFTPLUS": dt_softplus, "BLOCK_D": block_d, "BLOCK_N": triton.next_power_of_2(dstate)}
     if method == "chunk":
         _selective_scan_fwd_kernel[grid](*args, **flags, BLOCK_T=block_t, num_warps=num_warps)
-    elif method == "recurrent":
-        _selective_scan_recurrent_kernel[grid](*args, **flags, num_warps=num_warps)
     else:
-        raise ValueError(f"method must be 'chunk' or 'recurrent', not {method!r}")
+        _selective_scan_recurrent_kernel[grid](*args, **flags, num_warps=num_warps)
     return y
