@@ -218,6 +218,9 @@ class MambaLM(CausalLM):
         batch, seqlen = input_ids.shape
         if cache is None:
             cache = self.init_cache(batch)
+        elif cache.batch_size != batch:
+            raise ValueError(f"cache holds {cache.batch_size} sequences, input_ids {batch}; "
+                             "gather() the rows first")
         dev = input_ids.device
         slots = torch.arange(batch, dtype=torch.int32, device=dev)
         cu_seqlens = torch.arange(0, batch * seqlen + 1, seqlen, dtype=torch.int32, device=dev)
