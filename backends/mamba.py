@@ -212,17 +212,26 @@ class MambaLM(CausalLM):
                                               dtype=torch.float32, device=self.device)
         return MambaCache(tensors, {"num_hidden_layers": cfg["num_hidden_layers"]})
 
-    def forward(self, input_ids: torch.Tensor, cache: MambaCache | None = None
-                ) -> tuple[torch.Tensor, MambaCache]:
-        """Logits [B, T, vocab] (fp32) and the cache, which is updated in place (a fresh one if None)."""
+    def forward(self, input_ids: torch.Tensor, cache: MambaCache | None = None, *,
+                slots: torch.Tensor | None = None) -> tuple[torch.Tensor, MambaCache]:
+        """Logits [B, T, vocab] (fp32) and the cache, updated in place (a fresh one if None).
+
+        `slots` (optional, int [B]): the cache rows holding each sequence, so a cache can be a
+        state pool larger than the batch (no gather, no copies); a negative slot is a padded row
+        that starts from zeros and writes no state. Without it, row i of the cache is sequence i.
+        """
         batch, seqlen = input_ids.shape
+        dev = input_ids.device
         if cache is None:
             cache = self.init_cache(batch)
-        elif cache.batch_size != batch:
-            raise ValueError(f"cache holds {cache.batch_size} sequences, input_ids {batch}; "
-                             "gather() the rows first")
-        dev = input_ids.device
-        slots = torch.arange(batch, dtype=torch.int32, device=dev)
+        if slots is None:
+            if cache.batch_size != batch:
+                raise ValueError(f"cache holds {cache.batch_size} sequences, input_ids {batch}; "
+                                 "gather() the rows or pass slots")
+            slots = torch.arange(batch, dtype=torch.int32, device=dev)
+        elif slots.shape != (batch,):
+            raise ValueError(f"slots must have shape ({batch},), got {tuple(slots.shape)}")
+        slots = slots.to(device=dev, dtype=torch.int32)
         cu_seqlens = torch.arange(0, batch * seqlen + 1, seqlen, dtype=torch.int32, device=dev)
         h = self.backbone.embeddings(input_ids)
         for i, layer in enumerate(self.backbone.layers):

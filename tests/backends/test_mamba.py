@@ -182,6 +182,31 @@ def test_triton_path_matches_transformers_on_gpu(tmp_path):
     assert (torch.cat(steps, 1).cpu() - ref).abs().max() < 1e-3
 
 
+def test_state_pool_with_slots(tmp_path):
+    """A cache used as a pool: sequences at arbitrary rows, padded rows (slot -1) touch nothing."""
+    _hf_model(tmp_path)
+    ours = mamba.load(tmp_path)
+    ids = torch.randint(0, 61, (2, 6))
+    with torch.no_grad():
+        want_prefill, batch_cache = ours(ids)
+        want_step, _ = ours(ids[:, -1:], batch_cache)
+        pool = ours.init_cache(5)
+        for k in pool.tensors:
+            pool.tensors[k].normal_()  # other tenants' states
+        before = {k: v.clone() for k, v in pool.tensors.items()}
+        for k in pool.tensors:  # fresh sequences start from zero state
+            pool.tensors[k][[4, 1]] = 0
+        got_prefill, _ = ours(ids, pool, slots=torch.tensor([4, 1]))
+        padded = torch.cat([ids[:, -1:], ids[:1, -1:]])  # a third, padded row
+        got_step, _ = ours(padded, pool, slots=torch.tensor([4, 1, -1]))
+    assert (got_prefill - want_prefill).abs().max() < ROW_ATOL
+    assert (got_step[:2] - want_step).abs().max() < ROW_ATOL
+    for k, v in pool.tensors.items():
+        assert torch.equal(v[[0, 2, 3]], before[k][[0, 2, 3]]), k
+    with pytest.raises(ValueError, match="slots"):
+        ours(ids, pool, slots=torch.tensor([0]))
+
+
 def test_cache_batch_mismatch_is_an_error(tmp_path):
     model = mamba.from_config(mamba.random_config("tiny"))
     with pytest.raises(ValueError, match="gather"):
