@@ -21,9 +21,9 @@ if importlib.util.find_spec("mamba_ssm") or importlib.util.find_spec("causal_con
                 allow_module_level=True)
 
 
-def _hf_model(tmp_path, *, vocab=61, hidden=16, layers=2, state=4, conv=4, use_conv_bias=True):
+def _hf_model(tmp_path, *, vocab=61, hidden=16, layers=2, state=4, conv=4, **kw):
     cfg = transformers.MambaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                                   state_size=state, conv_kernel=conv, use_conv_bias=use_conv_bias)
+                                   state_size=state, conv_kernel=conv, **kw)
     hf = transformers.MambaForCausalLM(cfg).eval()
     with torch.no_grad():  # HF's init makes D = 1 and A regular; randomise so every term matters
         for layer in hf.backbone.layers:
@@ -44,9 +44,13 @@ def _hf_stepwise(hf, ids):
     return torch.cat(logits, 1)
 
 
-@pytest.mark.parametrize("conv_bias", [True, False])
-def test_prefill_and_decode_match_transformers(tmp_path, conv_bias):
-    hf = _hf_model(tmp_path, use_conv_bias=conv_bias)
+@pytest.mark.parametrize("variant", [
+    {},
+    {"use_conv_bias": False, "use_bias": True, "residual_in_fp32": False, "conv": 3, "state": 16},
+    {"tie_word_embeddings": False, "time_step_rank": 3},
+])
+def test_prefill_and_decode_match_transformers(tmp_path, variant):
+    hf = _hf_model(tmp_path, **variant)
     ours = mamba.load(tmp_path)
     ids = torch.randint(0, 61, (3, 11))
     with torch.no_grad():
