@@ -25,33 +25,38 @@ def _causal_conv1d_fwd_kernel(
     seq = tl.program_id(1)
     pid_t = tl.program_id(2)
     bos = tl.load(cu_seqlens_ptr + seq).to(tl.int64)
-    eos = tl.load(cu_seqlens_ptr + seq + 1).to(tl.int64)
-    t0 = bos + pid_t * BLOCK_T
-    if t0 < eos:
-        slot = tl.load(slots_ptr + seq).to(tl.int64)
+    seqlen = (tl.load(cu_seqlens_ptr + seq + 1) - tl.load(cu_seqlens_ptr + seq)).to(tl.int32)
+    if pid_t * BLOCK_T < seqlen:
+        # 64-bit scalar bases, 32-bit tile offsets: per-element 64-bit address math spilled registers
+        x_base = x_ptr + bos * stride_x
+        y_base = y_ptr + bos * stride_y
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < dim
-        tt = t0 + tl.arange(0, BLOCK_T)
-        mask_t = tt < eos
+        lt = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)  # positions within the sequence
+        mask_t = lt < seqlen
         acc = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
         if HAS_BIAS:
             acc += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[None, :]
         for k in tl.static_range(WIDTH):
             w = tl.load(w_ptr + offs_d * WIDTH + k, mask=mask_d, other=0.0).to(tl.float32)
-            p = tt - (WIDTH - 1) + k  # input position feeding output tt through tap k
-            in_seq = p >= bos
-            xv = tl.load(x_ptr + p[:, None] * stride_x + offs_d[None, :],
-                         mask=(mask_t & in_seq)[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
-            # before the sequence: the state's column (width-1) + (p - bos), in [0, width-2]
-            col = tl.where(in_seq, 0, (WIDTH - 1) + (p - bos))
-            from_state = mask_t & ~in_seq & ((p * 0 + slot) >= 0)
-            row = state_ptr + slot * stride_state_slot + offs_d[None, :] * stride_state_dim
-            sv = tl.load(row + col[:, None], mask=from_state[:, None] & mask_d[None, :], other=0.0)
-            sv = sv.to(tl.float32)
-            acc += (xv + sv) * w[None, :]
+            lp = lt - (WIDTH - 1) + k  # input position feeding output lt through tap k
+            xv = tl.load(x_base + lp[:, None] * stride_x + offs_d[None, :],
+                         mask=(mask_t & (lp >= 0))[:, None] & mask_d[None, :], other=0.0)
+            acc += xv.to(tl.float32) * w[None, :]
+        slot = tl.load(slots_ptr + seq).to(tl.int64)
+        if (pid_t == 0) & (slot >= 0):
+            # the first width-1 outputs also read the sequence's history: state column (width-1) + lp
+            s_base = state_ptr + slot * stride_state_slot
+            for k in tl.static_range(WIDTH - 1):
+                w = tl.load(w_ptr + offs_d * WIDTH + k, mask=mask_d, other=0.0).to(tl.float32)
+                lp = lt - (WIDTH - 1) + k
+                col = tl.where(lp < 0, (WIDTH - 1) + lp, 0)
+                sv = tl.load(s_base + offs_d[None, :] * stride_state_dim + col[:, None],
+                             mask=(mask_t & (lp < 0))[:, None] & mask_d[None, :], other=0.0)
+                acc += sv.to(tl.float32) * w[None, :]
         if SILU:
             acc = acc * tl.sigmoid(acc)
-        tl.store(y_ptr + tt[:, None] * stride_y + offs_d[None, :], acc.to(y_ptr.dtype.element_ty),
+        tl.store(y_base + lt[:, None] * stride_y + offs_d[None, :], acc.to(y_ptr.dtype.element_ty),
                  mask=mask_t[:, None] & mask_d[None, :])
 
 
@@ -135,9 +140,9 @@ def causal_conv1d_triton(
     *,
     activation: str | None = "silu",
     max_seqlen: int | None = None,
-    block_t: int = 64,
+    block_t: int = 32,
     block_d: int = 128,
-    num_warps: int = 4,
+    num_warps: int = 8,
 ) -> torch.Tensor:
     """Triton path of `causal_conv1d` (see naive.causal_conv1d_ref). `max_seqlen` avoids a device sync."""
     total, dim = x.shape

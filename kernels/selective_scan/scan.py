@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)  # a constexpr: kernels may only read constexpr globals
 
 
 @triton.jit
@@ -64,22 +64,26 @@ def _selective_scan_fwd_kernel(
     has_state = (tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.int64) + slot) >= 0
     h = tl.load(state_ptrs, mask=mask_dn & has_state, other=0.0).to(tl.float32)
 
-    for t0 in range(bos, eos, BLOCK_T):
-        tt = t0 + offs_t
-        mask_t = tt < eos
+    seqlen = (eos - bos).to(tl.int32)
+    for t0 in range(0, seqlen, BLOCK_T):
+        # 64-bit scalar row base per chunk, 32-bit offsets inside it (fewer registers than 64-bit tiles)
+        row0 = bos + t0
+        mask_t = (t0 + offs_t) < seqlen
         mask_td = mask_t[:, None] & mask_d[None, :]
         mask_tn = mask_t[:, None] & mask_n[None, :]
-        x = tl.load(x_ptr + tt[:, None] * stride_x + offs_d[None, :], mask=mask_td, other=0.0)
-        x = x.to(tl.float32)
-        dt = tl.load(dt_ptr + tt[:, None] * stride_dt + offs_d[None, :], mask=mask_td, other=0.0)
-        dt = dt.to(tl.float32)
+        x = tl.load(x_ptr + row0 * stride_x + (offs_t[:, None] * stride_x + offs_d[None, :]), mask=mask_td,
+                    other=0.0).to(tl.float32)
+        dt = tl.load(dt_ptr + row0 * stride_dt + (offs_t[:, None] * stride_dt + offs_d[None, :]),
+                     mask=mask_td, other=0.0).to(tl.float32)
         if HAS_DT_BIAS:
             dt = dt + bias[None, :]
         if DT_SOFTPLUS:
             dt = _softplus(dt)
         dt = tl.where(mask_td, dt, 0.0)  # identity step past the end: a = 1, b = 0
-        Bt = tl.load(B_ptr + tt[:, None] * stride_b + offs_n[None, :], mask=mask_tn, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + tt[:, None] * stride_c + offs_n[None, :], mask=mask_tn, other=0.0).to(tl.float32)
+        Bt = tl.load(B_ptr + row0 * stride_b + (offs_t[:, None] * stride_b + offs_n[None, :]), mask=mask_tn,
+                     other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + row0 * stride_c + (offs_t[:, None] * stride_c + offs_n[None, :]), mask=mask_tn,
+                     other=0.0).to(tl.float32)
 
         a = tl.exp2(dt[:, :, None] * A[None, :, :])
         b = (dt * x)[:, :, None] * Bt[:, None, :]
@@ -89,10 +93,11 @@ def _selective_scan_fwd_kernel(
         if HAS_D:
             y += x * Dv[None, :]
         if HAS_Z:
-            z = tl.load(z_ptr + tt[:, None] * stride_z + offs_d[None, :], mask=mask_td, other=0.0)
-            z = z.to(tl.float32)
+            z = tl.load(z_ptr + row0 * stride_z + (offs_t[:, None] * stride_z + offs_d[None, :]),
+                        mask=mask_td, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
-        tl.store(y_ptr + tt[:, None] * stride_y + offs_d[None, :], y.to(y_ptr.dtype.element_ty), mask=mask_td)
+        tl.store(y_ptr + row0 * stride_y + (offs_t[:, None] * stride_y + offs_d[None, :]),
+                 y.to(y_ptr.dtype.element_ty), mask=mask_td)
         # the tail is identity, so the chunk's last row is the state after the last valid token
         h = tl.sum(tl.where((offs_t == BLOCK_T - 1)[:, None, None], hs, 0.0), axis=0)
 
