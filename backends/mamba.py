@@ -160,7 +160,8 @@ class MambaMixer(nn.Module):
         if seqlen == 1:
             y = selective_state_update(x, dt, A, B, C, self.D, z, self.dt_proj.bias, ssm_state, slots)
         else:
-            y = selective_scan(x, dt, A, B, C, self.D, z, self.dt_proj.bias, ssm_state, cu_seqlens, slots)
+            y = selective_scan(x, dt, A, B, C, self.D, z, self.dt_proj.bias, ssm_state, cu_seqlens, slots,
+                               max_seqlen=seqlen)
         return self.out_proj(y.view(batch, seqlen, self.d_inner))
 
 

@@ -42,12 +42,13 @@ def selective_scan(
     slots: torch.Tensor,
     *,
     dt_softplus: bool = True,
+    max_seqlen: int | None = None,
 ) -> torch.Tensor:
     if use_triton(x, state):
         from kernels.selective_scan.scan import selective_scan_triton
 
         return selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, state, cu_seqlens, slots,
-                                     dt_softplus=dt_softplus)
+                                     dt_softplus=dt_softplus, max_seqlen=max_seqlen)
     return selective_scan_ref(x, dt, A, B, C, D, z, dt_bias, state, cu_seqlens, slots,
                               dt_softplus=dt_softplus)
 

@@ -49,6 +49,7 @@ def selective_scan_ref(
     slots: torch.Tensor,
     *,
     dt_softplus: bool = True,
+    max_seqlen: int | None = None,  # unused here; the Triton path sizes its grid with it
 ) -> torch.Tensor:
     """Prefill scan over packed sequences; reads and writes each sequence's state in `state[slot]`."""
     A = A.float()

@@ -55,8 +55,12 @@ def _scan(fn, p, state, cu, slots, **kw):
     return fn(p["x"], p["dt"], p["A"], p["B"], p["C"], p["D"], p["z"], p["dt_bias"], state, cu, slots, **kw)
 
 
-@pytest.mark.parametrize("method", ["chunk", "recurrent"])
-@pytest.mark.parametrize("lengths", [[7, 1, 13], [5], [16, 3]])
+# segmented: 4-token chunks in 8-token segments, so sequences span several of both
+METHODS = [{"method": "chunk"}, {"method": "recurrent"}, {"method": "segmented", "seg_len": 8}]
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m["method"])
+@pytest.mark.parametrize("lengths", [[7, 1, 13], [5], [16, 3], [0, 21]])
 def test_scan_matches_reference_varlen_with_states(lengths, method):
     dim, dstate = 12, 5  # neither a power of two: masked channels and state columns
     p = _problem(lengths, dim, dstate)
@@ -64,27 +68,27 @@ def test_scan_matches_reference_varlen_with_states(lengths, method):
     slots = torch.randperm(6)[: len(lengths)].to(torch.int32)
     s_ref, s_tri = p["state"].clone(), p["state"].clone()
     y_ref = _scan(selective_scan_ref, p, s_ref, cu, slots)
-    y_tri = _scan(selective_scan_triton, p, s_tri, cu, slots, method=method, block_t=4, block_d=8)
+    y_tri = _scan(selective_scan_triton, p, s_tri, cu, slots, **method, block_t=4, block_d=8)
     assert (y_tri - y_ref).abs().max() < ATOL_FP32
     assert (s_tri - s_ref).abs().max() < ATOL_FP32
     untouched = sorted(set(range(6)) - set(slots.tolist()))
     assert torch.equal(s_tri[untouched], p["state"][untouched])  # other pool rows bit-identical
 
 
-@pytest.mark.parametrize("method", ["chunk", "recurrent"])
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m["method"])
 def test_scan_bf16_inputs_fp32_state(method):
     lengths = [9, 4]
     p = _problem(lengths, 8, 4, dtype=torch.bfloat16)
     cu, slots = _cu(lengths), torch.tensor([1, 4], dtype=torch.int32)
     s_ref, s_tri = p["state"].clone(), p["state"].clone()
     y_ref = _scan(selective_scan_ref, p, s_ref, cu, slots)
-    y_tri = _scan(selective_scan_triton, p, s_tri, cu, slots, method=method, block_t=8, block_d=4)
+    y_tri = _scan(selective_scan_triton, p, s_tri, cu, slots, **method, block_t=4, block_d=4)
     assert y_tri.dtype == torch.bfloat16 and s_tri.dtype == torch.float32
     torch.testing.assert_close(y_tri.float(), y_ref.float(), atol=ATOL_BF16, rtol=RTOL_BF16)
     assert (s_tri - s_ref).abs().max() < ATOL_FP32  # fp32 state from identical bf16 inputs
 
 
-@pytest.mark.parametrize("method", ["chunk", "recurrent"])
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m["method"])
 def test_scan_packing_never_touches_other_states(method):
     """fla #1272: a sequence's output and state must not depend on what it is packed with."""
     lengths = [3, 10, 6]
@@ -92,13 +96,13 @@ def test_scan_packing_never_touches_other_states(method):
     p = _problem(lengths, dim, dstate)
     cu, slots = _cu(lengths), torch.tensor([2, 0, 5], dtype=torch.int32)
     packed_state = p["state"].clone()
-    y_packed = _scan(selective_scan_triton, p, packed_state, cu, slots, method=method, block_t=4, block_d=8)
+    y_packed = _scan(selective_scan_triton, p, packed_state, cu, slots, **method, block_t=4, block_d=8)
     bounds = zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True)
     for i, (slot, (bos, eos)) in enumerate(zip(slots.tolist(), bounds, strict=True)):
         alone = {k: (v[bos:eos] if k in ("x", "z", "dt", "B", "C") else v) for k, v in p.items()}
         state = p["state"].clone()
         y_alone = _scan(selective_scan_triton, alone, state, _cu([eos - bos]), slots[i : i + 1],
-                        method=method, block_t=4, block_d=8)
+                        **method, block_t=4, block_d=8)
         assert torch.equal(y_packed[bos:eos], y_alone), f"sequence {i} changed by its neighbours"
         assert torch.equal(packed_state[slot], state[slot])
 

@@ -46,9 +46,18 @@ update_sig = {k: v for k, v in conv_sig.items() if k not in ("cu_seqlens_ptr", "
 update_sig["BLOCK_K"] = "constexpr"
 bt, bd, nw = scan.DEFAULT_TILES["chunk"]
 _, rbd, rnw = scan.DEFAULT_TILES["recurrent"]
+chunk_sig = {}
+for k, v in scan_sig.items():  # the chunk kernel adds a workspace and segment sizes
+    chunk_sig[k] = v
+    if k == "slots_ptr":
+        chunk_sig.update({"ws_h_ptr": "*fp32", "ws_dt_ptr": "*fp32"})
+    if k == "dstate":
+        chunk_sig.update({"seg_len": "i32", "max_segs": "i32"})
+chunk_sig.update({"MODE": "constexpr", "BLOCK_T": "constexpr"})
 jobs = [
-    (scan._selective_scan_fwd_kernel, {**scan_sig, "BLOCK_T": "constexpr"},
-     {**flags, "BLOCK_D": bd, "BLOCK_T": bt}, nw),
+    (scan._selective_scan_fwd_kernel, chunk_sig, {**flags, "MODE": mode, "BLOCK_D": bd, "BLOCK_T": bt}, nw)
+    for mode in (0, 1, 2)
+] + [
     (scan._selective_scan_recurrent_kernel, scan_sig, {**flags, "BLOCK_D": rbd}, rnw),
     (step._selective_state_update_kernel, step_sig, {**flags, "BLOCK_D": 128}, 4),
     (conv1d._causal_conv1d_fwd_kernel, conv_sig,
@@ -75,4 +84,4 @@ def test_kernels_compile_for_sm90():
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("compiled") == 6
+    assert proc.stdout.count("compiled") == 8
