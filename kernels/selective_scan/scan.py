@@ -1,11 +1,19 @@
 """Triton selective scan for prefill over packed variable-length sequences.
 
-One program owns (sequence, block of channels) and walks the sequence in time chunks. Inside a
-chunk the linear recurrence h_t = a_t h_{t-1} + b_t runs as a parallel `tl.associative_scan`
-over a [BLOCK_T, BLOCK_D, BLOCK_N] tile, then the carried state is folded in
-(h_t = prod(a) h_0 + scan(b)). softplus(dt + bias), the D skip and the silu(z) gate are fused.
+chunk: one program owns (sequence, block of channels) and walks the sequence in time chunks.
+Inside a chunk the linear recurrence h_t = a_t h_{t-1} + b_t runs as a parallel
+`tl.associative_scan` over a [BLOCK_T, BLOCK_D, BLOCK_N] tile, then the carried state is folded
+in (h_t = prod(a) h_0 + scan(b)). softplus(dt + bias), the D skip and the silu(z) gate are fused.
 Positions past a sequence's end get dt = 0 (a = 1, b = 0), so a chunk's tail never changes the
 state; the state is read from and written to `state[slot]` only (negative slot: zeros, no write).
+
+segmented: the same kernel, with each sequence also cut into segments that run in parallel
+(few long sequences would otherwise leave most SMs idle). Pass 1 reduces each segment from a
+zero state to its end state and sum(dt); pass 2 starts each segment from the pool state folded
+through its predecessors' summaries (exp(A sum(dt)) h + h_end) and writes outputs; the last
+segment writes the pool.
+
+recurrent: one token at a time (fla's fused_recurrent style), for comparison in the benchmark.
 """
 
 from __future__ import annotations
