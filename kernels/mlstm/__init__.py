@@ -1,0 +1,39 @@
+"""mLSTM (xLSTM's matrix-memory cell): chunkwise prefill and one-step decode.
+
+`mlstm_chunkwise` / `mlstm_step` take the Triton path for CUDA tensors and the PyTorch reference
+otherwise; both read and write each sequence's state through `slots` into a preallocated pool.
+Layout and math: `kernels.mlstm.naive`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels._dispatch import use_triton
+from kernels.mlstm.naive import mlstm_chunkwise_naive, mlstm_recurrent_naive, mlstm_step_naive
+
+__all__ = [
+    "mlstm_chunkwise",
+    "mlstm_step",
+    "mlstm_chunkwise_naive",
+    "mlstm_recurrent_naive",
+    "mlstm_step_naive",
+]
+
+
+def mlstm_chunkwise(q, k, v, i, f, C, n, m, slots, cu_seqlens, *, scale=None, eps=1e-6) -> torch.Tensor:
+    """Packed prefill; see `kernels.mlstm.chunk.mlstm_chunkwise_triton`."""
+    if use_triton(q, C):
+        from kernels.mlstm.chunk import mlstm_chunkwise_triton
+
+        return mlstm_chunkwise_triton(q, k, v, i, f, C, n, m, slots, cu_seqlens, scale=scale, eps=eps)
+    return mlstm_chunkwise_naive(q, k, v, i, f, C, n, m, slots, cu_seqlens, scale=scale, eps=eps)
+
+
+def mlstm_step(q, k, v, i, f, C, n, m, slots, *, scale=None, eps=1e-6) -> torch.Tensor:
+    """One decode step for a batch; see `kernels.mlstm.step.mlstm_step_triton`."""
+    if use_triton(q, C):
+        from kernels.mlstm.step import mlstm_step_triton
+
+        return mlstm_step_triton(q, k, v, i, f, C, n, m, slots, scale=scale, eps=eps)
+    return mlstm_step_naive(q, k, v, i, f, C, n, m, slots, scale=scale, eps=eps)
