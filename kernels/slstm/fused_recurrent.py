@@ -55,11 +55,13 @@ def _slstm_fwd(
         m1 = tl.maximum(iraw, logfm)
         ia = tl.minimum(tl.exp(iraw - m1), 1.0)
         fa = tl.minimum(tl.exp(logfm - m1), 1.0)
-        tz = 1.0 - 2.0 / (tl.exp(2.0 * zraw) + 1.0)
+        ez = tl.exp(-2.0 * tl.abs(zraw))  # tanh without overflow
+        tz = tl.where(zraw >= 0, 1.0, -1.0) * (1.0 - ez) / (1.0 + ez)
         c = fa * c + ia * tz
         n = fa * n + ia
         m = m1
-        h = tl.where(mo, tl.sigmoid(oraw) * c / n, 0.0)
+        eo = tl.exp(-tl.abs(oraw))  # sigmoid without overflow
+        h = tl.where(mo, tl.where(oraw >= 0, 1.0, eo) / (1.0 + eo) * c / n, 0.0)
         tl.store(y_ptr + (t * NH + hh) * D + od, h.to(y_ptr.dtype.element_ty), mask=mo)
     tl.store(h_ptr + base, h, mask=mo)
     tl.store(c_ptr + base, c, mask=mo)
