@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from backends.base import CausalLM, Cache
+from backends.base import Cache, CausalLM
 from kernels.mlstm import mlstm_chunkwise, mlstm_step
 
 BYTE_VOCAB = 264  # 256 bytes + 8 specials, shared with the other families' byte-level presets
@@ -93,7 +93,9 @@ class HeadLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        y = (xf - xf.mean(-1, keepdim=True)) * torch.rsqrt(xf.var(-1, keepdim=True, unbiased=False) + self.eps)
+        y = (xf - xf.mean(-1, keepdim=True)) * torch.rsqrt(
+            xf.var(-1, keepdim=True, unbiased=False) + self.eps
+        )
         y = y.to(x.dtype).flatten(-2) * self.weight
         return y if self.bias is None else y + self.bias
 
@@ -104,7 +106,12 @@ class MLSTMLayer(nn.Module):
     def __init__(self, cfg: dict[str, Any]):
         super().__init__()
         d, nh, bias = cfg["hidden_size"], cfg["num_heads"], cfg["use_bias"]
-        self.nh, self.cap, self.eps, self.fused = nh, cfg["gate_soft_cap"], cfg["eps"], cfg["weight_mode"] == "fused"
+        self.nh, self.cap, self.eps, self.fused = (
+            nh,
+            cfg["gate_soft_cap"],
+            cfg["eps"],
+            cfg["weight_mode"] == "fused",
+        )
         self.qk_dim, self.v_dim = int(d * cfg["qk_dim_factor"]), int(d * cfg["v_dim_factor"])
         if self.fused:
             self.qkv_opreact = nn.Linear(d, 2 * self.qk_dim + 2 * self.v_dim, bias=bias)
@@ -140,8 +147,17 @@ def _mlstm(q, k, v, ig, fg, cache: XLSTMCache, idx: int, nh: int, *, scale, eps)
     B, T, _ = q.shape
     C, n, m = cache.layer(idx, "C", "n", "m")
     slots, cu = _batch_rows(cache, B, T, q.device)
-    args = (q.reshape(B * T, nh, -1), k.reshape(B * T, nh, -1), v.reshape(B * T, nh, -1),
-            ig.reshape(B * T, nh), fg.reshape(B * T, nh), C, n, m, slots)
+    args = (
+        q.reshape(B * T, nh, -1),
+        k.reshape(B * T, nh, -1),
+        v.reshape(B * T, nh, -1),
+        ig.reshape(B * T, nh),
+        fg.reshape(B * T, nh),
+        C,
+        n,
+        m,
+        slots,
+    )
     if T == 1:
         h = mlstm_step(*args, scale=scale, eps=eps)
     else:
@@ -193,11 +209,25 @@ class Backbone(nn.Module):
 
 
 HF_DEFAULTS: dict[str, Any] = {
-    "model_type": "xlstm", "architectures": ["xLSTMForCausalLM"], "vocab_size": 50304, "hidden_size": 4096,
-    "num_hidden_layers": 32, "num_heads": 8, "use_bias": False, "norm_eps": 1e-6, "eps": 1e-6,
-    "qk_dim_factor": 0.5, "v_dim_factor": 1.0, "gate_soft_cap": 15.0, "output_logit_soft_cap": 30.0,
-    "ffn_proj_factor": 2.667, "ffn_round_up_to_multiple_of": 64, "weight_mode": "single",
-    "tie_word_embeddings": False, "add_out_norm": True, "chunk_size": 64,
+    "model_type": "xlstm",
+    "architectures": ["xLSTMForCausalLM"],
+    "vocab_size": 50304,
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "num_heads": 8,
+    "use_bias": False,
+    "norm_eps": 1e-6,
+    "eps": 1e-6,
+    "qk_dim_factor": 0.5,
+    "v_dim_factor": 1.0,
+    "gate_soft_cap": 15.0,
+    "output_logit_soft_cap": 30.0,
+    "ffn_proj_factor": 2.667,
+    "ffn_round_up_to_multiple_of": 64,
+    "weight_mode": "single",
+    "tie_word_embeddings": False,
+    "add_out_norm": True,
+    "chunk_size": 64,
 }
 
 
@@ -222,7 +252,9 @@ class XLSTMForCausalLM(CausalLM):
         tensors = {}
         for idx, block in enumerate(self.backbone.blocks):
             for name, shape in block.mlstm_layer.state_shapes().items():
-                tensors[f"{idx}.{name}"] = torch.zeros(batch_size, *shape, dtype=torch.float32, device=p.device)
+                tensors[f"{idx}.{name}"] = torch.zeros(
+                    batch_size, *shape, dtype=torch.float32, device=p.device
+                )
         return XLSTMCache(tensors, {"arch": "xLSTMForCausalLM"})
 
     def forward(self, input_ids: torch.Tensor, cache: Cache | None = None) -> tuple[torch.Tensor, XLSTMCache]:
@@ -312,8 +344,12 @@ class PackageMLSTMLayer(nn.Module):
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         dh = self.inner // self.nh
-        return {"C": (self.nh, dh, dh), "n": (self.nh, dh), "m": (self.nh,),
-                "conv": (self.conv1d.kernel - 1, self.inner)}
+        return {
+            "C": (self.nh, dh, dh),
+            "n": (self.nh, dh),
+            "m": (self.nh,),
+            "conv": (self.conv1d.kernel - 1, self.inner),
+        }
 
     def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int) -> torch.Tensor:
         xm, z = self.proj_up(x).split([self.inner, self.inner], -1)
@@ -347,13 +383,29 @@ class PackageBlock(nn.Module):
 
 
 LM_DEFAULTS: dict[str, Any] = {
-    "model_type": "xlstm_lm", "architecture": "xLSTMLMModel", "vocab_size": BYTE_VOCAB,
-    "embedding_dim": 128, "num_blocks": 2, "context_length": -1, "slstm_at": [], "tie_weights": False,
-    "add_post_blocks_norm": True, "bias": False,
-    "mlstm_block": {"mlstm": {"conv1d_kernel_size": 4, "qkv_proj_blocksize": 4, "num_heads": 4,
-                              "proj_factor": 2.0, "round_proj_up_to_multiple_of": 64}},
-    "slstm_block": {"slstm": {"num_heads": 4, "conv1d_kernel_size": 4},
-                    "feedforward": {"proj_factor": 1.3, "act_fn": "gelu", "round_proj_up_to_multiple_of": 64}},
+    "model_type": "xlstm_lm",
+    "architecture": "xLSTMLMModel",
+    "vocab_size": BYTE_VOCAB,
+    "embedding_dim": 128,
+    "num_blocks": 2,
+    "context_length": -1,
+    "slstm_at": [],
+    "tie_weights": False,
+    "add_post_blocks_norm": True,
+    "bias": False,
+    "mlstm_block": {
+        "mlstm": {
+            "conv1d_kernel_size": 4,
+            "qkv_proj_blocksize": 4,
+            "num_heads": 4,
+            "proj_factor": 2.0,
+            "round_proj_up_to_multiple_of": 64,
+        }
+    },
+    "slstm_block": {
+        "slstm": {"num_heads": 4, "conv1d_kernel_size": 4},
+        "feedforward": {"proj_factor": 1.3, "act_fn": "gelu", "round_proj_up_to_multiple_of": 64},
+    },
 }
 
 
@@ -375,14 +427,20 @@ class XLSTMLMModel(CausalLM):
         for idx in range(cfg["num_blocks"]):
             if idx in cfg["slstm_at"]:
                 sb = cfg["slstm_block"]
-                ffn = package_feedforward(d, sb["feedforward"], cfg["bias"]) if sb.get("feedforward") else None
+                ffn = (
+                    package_feedforward(d, sb["feedforward"], cfg["bias"]) if sb.get("feedforward") else None
+                )
                 blocks.append(PackageBlock(SLSTMLayer(d, sb["slstm"]), ffn, d))
             else:
-                blocks.append(PackageBlock(PackageMLSTMLayer(d, cfg["mlstm_block"]["mlstm"], cfg["bias"]), None, d))
+                blocks.append(
+                    PackageBlock(PackageMLSTMLayer(d, cfg["mlstm_block"]["mlstm"], cfg["bias"]), None, d)
+                )
         self.token_embedding = nn.Embedding(cfg["vocab_size"], d)
         self.xlstm_block_stack = nn.Module()
         self.xlstm_block_stack.blocks = nn.ModuleList(blocks)
-        self.xlstm_block_stack.post_blocks_norm = LayerNorm(d) if cfg["add_post_blocks_norm"] else nn.Identity()
+        self.xlstm_block_stack.post_blocks_norm = (
+            LayerNorm(d) if cfg["add_post_blocks_norm"] else nn.Identity()
+        )
         self.lm_head = nn.Linear(d, cfg["vocab_size"], bias=False)
         if cfg["tie_weights"]:
             self.lm_head.weight = self.token_embedding.weight
@@ -489,24 +547,45 @@ def init_weights(model: CausalLM, seed: int = 0) -> CausalLM:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # sLSTM-bearing (xlstm package xLSTMLMModel, mLSTM + sLSTM): the zoo's state-tracking models
-    "tiny": {"model_type": "xlstm_lm", "embedding_dim": 64, "num_blocks": 2, "slstm_at": [1],
-             "mlstm_block": {"mlstm": {**LM_DEFAULTS["mlstm_block"]["mlstm"], "num_heads": 2}},
-             "slstm_block": {**LM_DEFAULTS["slstm_block"], "slstm": {"num_heads": 2, "conv1d_kernel_size": 4}}},
-    "small": {"model_type": "xlstm_lm", "embedding_dim": 128, "num_blocks": 4, "slstm_at": [1]},
-    "base": {"model_type": "xlstm_lm", "embedding_dim": 256, "num_blocks": 6, "slstm_at": [1, 4]},
+    "tiny": {
+        "model_type": "xlstm_lm",
+        "embedding_dim": 64,
+        "num_blocks": 2,
+        "slstm_at": [1],
+        "mlstm_block": {"mlstm": {**LM_DEFAULTS["mlstm_block"]["mlstm"], "num_heads": 2}},
+        "slstm_block": {**LM_DEFAULTS["slstm_block"], "slstm": {"num_heads": 2, "conv1d_kernel_size": 4}},
+    },
+    "small": {"model_type": "xlstm_lm", "embedding_dim": 256, "num_blocks": 4, "slstm_at": [1]},
+    "base": {"model_type": "xlstm_lm", "embedding_dim": 512, "num_blocks": 6, "slstm_at": [1, 4]},
     # the xLSTM-7B architecture (transformers), mLSTM only, at test size
-    "7b-tiny": {"model_type": "xlstm", "vocab_size": BYTE_VOCAB, "hidden_size": 128, "num_hidden_layers": 2,
-                "num_heads": 2},
+    "7b-tiny": {
+        "model_type": "xlstm",
+        "vocab_size": BYTE_VOCAB,
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_heads": 2,
+    },
     # GPU benchmark: xLSTM[7:1]-style ~125M with a GPT-2 vocabulary; sLSTM heads of 64
-    "125m": {"model_type": "xlstm_lm", "vocab_size": 50304, "embedding_dim": 768, "num_blocks": 24,
-             "slstm_at": [3, 20],
-             "slstm_block": {**LM_DEFAULTS["slstm_block"], "slstm": {"num_heads": 12, "conv1d_kernel_size": 4}}},
-    "125m-7b": {"model_type": "xlstm", "vocab_size": 50304, "hidden_size": 768, "num_hidden_layers": 12,
-                "num_heads": 4},
+    "125m": {
+        "model_type": "xlstm_lm",
+        "vocab_size": 50304,
+        "embedding_dim": 768,
+        "num_blocks": 24,
+        "slstm_at": [3, 20],
+        "tie_weights": True,
+        "slstm_block": {**LM_DEFAULTS["slstm_block"], "slstm": {"num_heads": 12, "conv1d_kernel_size": 4}},
+    },
+    "125m-7b": {
+        "model_type": "xlstm",
+        "vocab_size": 50304,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_heads": 4,
+    },
 }
 
 
-def random_config(preset: str) -> dict[str, Any]:
+def random_config(preset: str = "tiny") -> dict[str, Any]:
     """A config.json dict: tiny/small/base (byte vocab, mLSTM+sLSTM), 7b-tiny, 125m, 125m-7b."""
     try:
         cfg = json.loads(json.dumps(PRESETS[preset]))

@@ -25,11 +25,28 @@ def _logsigmoid(x):
 
 @triton.jit
 def _chunk_states(
-    k_ptr, v_ptr, i_ptr, f_ptr,
-    C_ptr, n_ptr, m_ptr, slots_ptr, cu_ptr, coff_ptr,
-    Cs_ptr, ns_ptr, ms_ptr, nf_ptr, mf_ptr,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    CS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
+    k_ptr,
+    v_ptr,
+    i_ptr,
+    f_ptr,
+    C_ptr,
+    n_ptr,
+    m_ptr,
+    slots_ptr,
+    cu_ptr,
+    coff_ptr,
+    Cs_ptr,
+    ns_ptr,
+    ms_ptr,
+    nf_ptr,
+    mf_ptr,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    CS: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     pid_kv, s, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     NV: tl.constexpr = (V + BV - 1) // BV
@@ -65,8 +82,12 @@ def _chunk_states(
         ig = tl.load(i_ptr + t * H + h, mask=mt, other=float("-inf")).to(tl.float32)
         a = b_last - b + ig
         m_new = tl.maximum(b_last + mb, tl.max(a, 0))
-        kc = tl.load(k_ptr + (t[:, None] * H + h) * K + ok[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
-        vc = tl.load(v_ptr + (t[:, None] * H + h) * V + ov[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
+        kc = tl.load(
+            k_ptr + (t[:, None] * H + h) * K + ok[None, :], mask=mt[:, None] & mk[None, :], other=0.0
+        )
+        vc = tl.load(
+            v_ptr + (t[:, None] * H + h) * V + ov[None, :], mask=mt[:, None] & mv[None, :], other=0.0
+        )
         kw = kc.to(tl.float32) * tl.exp(a - m_new)[:, None]
         decay = tl.exp(b_last + mb - m_new)
         Cb = decay * Cb + tl.dot(tl.trans(kw.to(vc.dtype)), vc, input_precision=PRECISION)
@@ -82,11 +103,27 @@ def _chunk_states(
 
 @triton.jit
 def _chunk_output(
-    q_ptr, k_ptr, v_ptr, i_ptr, f_ptr, h_ptr,
-    Cs_ptr, ns_ptr, ms_ptr, cseq_ptr, cstart_ptr, cu_ptr,
-    scale, eps,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    CS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    i_ptr,
+    f_ptr,
+    h_ptr,
+    Cs_ptr,
+    ns_ptr,
+    ms_ptr,
+    cseq_ptr,
+    cstart_ptr,
+    cu_ptr,
+    scale,
+    eps,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    CS: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     vb, cid, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     s = tl.load(cseq_ptr + cid)
@@ -109,11 +146,18 @@ def _chunk_output(
     for k0 in range(0, K, BK):
         ok = k0 + tl.arange(0, BK)
         mk = ok < K
-        qc = tl.load(q_ptr + (t[:, None] * H + h) * K + ok[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
-        kc = tl.load(k_ptr + (t[:, None] * H + h) * K + ok[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
+        qc = tl.load(
+            q_ptr + (t[:, None] * H + h) * K + ok[None, :], mask=mt[:, None] & mk[None, :], other=0.0
+        )
+        kc = tl.load(
+            k_ptr + (t[:, None] * H + h) * K + ok[None, :], mask=mt[:, None] & mk[None, :], other=0.0
+        )
         S += tl.dot(qc, tl.trans(kc), input_precision=PRECISION)
-        Cb = tl.load(Cs_ptr + (cid * H + h) * K * V + ok[:, None] * V + ov[None, :],
-                     mask=mk[:, None] & mv[None, :], other=0.0)
+        Cb = tl.load(
+            Cs_ptr + (cid * H + h) * K * V + ok[:, None] * V + ov[None, :],
+            mask=mk[:, None] & mv[None, :],
+            other=0.0,
+        )
         qC += tl.dot(qc, Cb.to(qc.dtype), input_precision=PRECISION)
         nb = tl.load(ns_ptr + (cid * H + h) * K + ok, mask=mk, other=0.0)
         qn += tl.sum(qc.to(tl.float32) * nb[None, :], 1)
@@ -128,11 +172,16 @@ def _chunk_output(
     num = inter[:, None] * qC + tl.dot(Sg.to(vc.dtype), vc, input_precision=PRECISION)
     den = inter * qn + tl.sum(Sg, 1)
     out = num / (tl.maximum(tl.abs(den), tl.exp(-m_row)) + eps)[:, None]
-    tl.store(h_ptr + (t[:, None] * H + h) * V + ov[None, :], out.to(h_ptr.dtype.element_ty),
-             mask=mt[:, None] & mv[None, :])
+    tl.store(
+        h_ptr + (t[:, None] * H + h) * V + ov[None, :],
+        out.to(h_ptr.dtype.element_ty),
+        mask=mt[:, None] & mv[None, :],
+    )
 
 
-def chunk_layout(cu_seqlens: torch.Tensor, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def chunk_layout(
+    cu_seqlens: torch.Tensor, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sequence first chunk id, and per chunk its sequence and first token (one host sync)."""
     cu = cu_seqlens.tolist()
     counts = [-(-(e - b) // chunk_size) for b, e in zip(cu[:-1], cu[1:], strict=True)]
@@ -185,15 +234,56 @@ def mlstm_chunkwise_triton(
     BV = min(64, max(16, triton.next_power_of_2(V)))
     grid = (triton.cdiv(K, BK) * triton.cdiv(V, BV), N, H)
     _chunk_states[grid](
-        k, v, i, f, C, n, m, slots, cu_seqlens, coff, Cs, ns, ms, nf, mf,
-        H=H, K=K, V=V, CS=chunk_size, BK=BK, BV=BV, PRECISION=precision, num_warps=4,
+        k,
+        v,
+        i,
+        f,
+        C,
+        n,
+        m,
+        slots,
+        cu_seqlens,
+        coff,
+        Cs,
+        ns,
+        ms,
+        nf,
+        mf,
+        H=H,
+        K=K,
+        V=V,
+        CS=chunk_size,
+        BK=BK,
+        BV=BV,
+        PRECISION=precision,
+        num_warps=4,
     )
     sl = slots.long()
     n.index_copy_(0, sl, nf)
     m.index_copy_(0, sl, mf)
     h = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     _chunk_output[(triton.cdiv(V, BV), NC, H)](
-        q, k, v, i, f, h, Cs, ns, ms, cseq, cstart, cu_seqlens, scale, eps,
-        H=H, K=K, V=V, CS=chunk_size, BK=BK, BV=BV, PRECISION=precision, num_warps=4,
+        q,
+        k,
+        v,
+        i,
+        f,
+        h,
+        Cs,
+        ns,
+        ms,
+        cseq,
+        cstart,
+        cu_seqlens,
+        scale,
+        eps,
+        H=H,
+        K=K,
+        V=V,
+        CS=chunk_size,
+        BK=BK,
+        BV=BV,
+        PRECISION=precision,
+        num_warps=4,
     )
     return h

@@ -79,8 +79,17 @@ def mlstm_recurrent_naive(
         slot = slots[s : s + 1]
         for t in range(bos, eos):
             h[t : t + 1] = mlstm_step_naive(
-                q[t : t + 1], k[t : t + 1], v[t : t + 1], i[t : t + 1], f[t : t + 1],
-                C, n, m, slot, scale=scale, eps=eps,
+                q[t : t + 1],
+                k[t : t + 1],
+                v[t : t + 1],
+                i[t : t + 1],
+                f[t : t + 1],
+                C,
+                n,
+                m,
+                slot,
+                scale=scale,
+                eps=eps,
             )
     return h
 

@@ -17,11 +17,26 @@ from kernels.mlstm.chunk import _logsigmoid
 
 @triton.jit
 def _step(
-    q_ptr, k_ptr, v_ptr, i_ptr, f_ptr, h_ptr,
-    C_ptr, n_ptr, m_ptr, slots_ptr, nf_ptr, mf_ptr,
-    scale, eps,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BKF: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    i_ptr,
+    f_ptr,
+    h_ptr,
+    C_ptr,
+    n_ptr,
+    m_ptr,
+    slots_ptr,
+    nf_ptr,
+    mf_ptr,
+    scale,
+    eps,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BKF: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
 ):
     vb, s, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     slot = tl.load(slots_ptr + s).to(tl.int64)
@@ -86,8 +101,27 @@ def mlstm_step_triton(
     BV = min(64, max(16, triton.next_power_of_2(V)))
     BK = min(64, max(16, triton.next_power_of_2(K)))
     _step[(triton.cdiv(V, BV), N, H)](
-        q, k, v, i, f, h, C, n, m, slots, nf, mf, scale, eps,
-        H=H, K=K, V=V, BKF=triton.next_power_of_2(K), BK=BK, BV=BV, num_warps=4,
+        q,
+        k,
+        v,
+        i,
+        f,
+        h,
+        C,
+        n,
+        m,
+        slots,
+        nf,
+        mf,
+        scale,
+        eps,
+        H=H,
+        K=K,
+        V=V,
+        BKF=triton.next_power_of_2(K),
+        BK=BK,
+        BV=BV,
+        num_warps=4,
     )
     sl = slots.long()
     n.index_copy_(0, sl, nf)

@@ -18,8 +18,9 @@ def _logsigmoid(x):
 
 
 @triton.jit
-def _gate_pre(x_ptr, R_ptr, b_ptr, t, g: tl.constexpr, hh, h, od, mo, R_tile, mR,
-              NH: tl.constexpr, D: tl.constexpr):
+def _gate_pre(
+    x_ptr, R_ptr, b_ptr, t, g: tl.constexpr, hh, h, od, mo, R_tile, mR, NH: tl.constexpr, D: tl.constexpr
+):
     Rg = tl.load(R_ptr + ((hh * 4 + g) * D) * D + R_tile, mask=mR, other=0.0).to(tl.float32)
     xg = tl.load(x_ptr + ((t * 4 + g) * NH + hh) * D + od, mask=mo, other=0.0).to(tl.float32)
     bg = tl.load(b_ptr + (g * NH + hh) * D + od, mask=mo, other=0.0).to(tl.float32)
@@ -28,8 +29,19 @@ def _gate_pre(x_ptr, R_ptr, b_ptr, t, g: tl.constexpr, hh, h, od, mo, R_tile, mR
 
 @triton.jit
 def _slstm_fwd(
-    x_ptr, R_ptr, b_ptr, y_ptr, h_ptr, c_ptr, n_ptr, m_ptr, slots_ptr, cu_ptr,
-    NH: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
+    x_ptr,
+    R_ptr,
+    b_ptr,
+    y_ptr,
+    h_ptr,
+    c_ptr,
+    n_ptr,
+    m_ptr,
+    slots_ptr,
+    cu_ptr,
+    NH: tl.constexpr,
+    D: tl.constexpr,
+    BD: tl.constexpr,
 ):
     s, hh = tl.program_id(0), tl.program_id(1)
     bos = tl.load(cu_ptr + s).to(tl.int64)
@@ -76,7 +88,20 @@ def slstm_scan_triton(x, R, b, h, c, n, m, slots, cu_seqlens) -> torch.Tensor:
     y = torch.empty(T, NH, D, dtype=x.dtype, device=x.device)
     BD = max(16, triton.next_power_of_2(D))
     _slstm_fwd[(cu_seqlens.numel() - 1, NH)](
-        x, R, b, y, h, c, n, m, slots, cu_seqlens, NH=NH, D=D, BD=BD, num_warps=4 if BD <= 64 else 8,
+        x,
+        R,
+        b,
+        y,
+        h,
+        c,
+        n,
+        m,
+        slots,
+        cu_seqlens,
+        NH=NH,
+        D=D,
+        BD=BD,
+        num_warps=4 if BD <= 64 else 8,
     )
     return y
 

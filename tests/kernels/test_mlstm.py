@@ -74,8 +74,9 @@ def test_packing_equals_separate_runs(gen):
         alone = clone(state)
         a, b = int(cu[s]), int(cu[s + 1])
         cu1 = torch.tensor([0, b - a], dtype=torch.int32)
-        hs = mlstm_chunkwise_triton(q[a:b], k[a:b], v[a:b], i[a:b], f[a:b], *alone, torch.tensor([s]), cu1,
-                                    chunk_size=16)
+        hs = mlstm_chunkwise_triton(
+            q[a:b], k[a:b], v[a:b], i[a:b], f[a:b], *alone, torch.tensor([s]), cu1, chunk_size=16
+        )
         torch.testing.assert_close(h[a:b], hs, rtol=1e-6, atol=1e-6)
         for x, y in zip(together, alone, strict=True):
             torch.testing.assert_close(x[s], y[s], rtol=1e-6, atol=1e-6)
@@ -129,10 +130,17 @@ def test_steps_continue_a_prefill(gen):
     slot = torch.tensor([0])
     h_whole = mlstm_chunkwise_triton(q, k, v, i, f, *whole, slot, cu, chunk_size=16)
     cu_a = torch.tensor([0, split], dtype=torch.int32)
-    hs = [mlstm_chunkwise_triton(q[:split], k[:split], v[:split], i[:split], f[:split], *parts, slot, cu_a,
-                                 chunk_size=16)]
+    hs = [
+        mlstm_chunkwise_triton(
+            q[:split], k[:split], v[:split], i[:split], f[:split], *parts, slot, cu_a, chunk_size=16
+        )
+    ]
     for t in range(split, T):
-        hs.append(mlstm_step_triton(q[t:t + 1], k[t:t + 1], v[t:t + 1], i[t:t + 1], f[t:t + 1], *parts, slot))
+        hs.append(
+            mlstm_step_triton(
+                q[t : t + 1], k[t : t + 1], v[t : t + 1], i[t : t + 1], f[t : t + 1], *parts, slot
+            )
+        )
     torch.testing.assert_close(torch.cat(hs), h_whole, **TOL)
 
 
@@ -143,6 +151,11 @@ def test_public_functions_take_reference_on_cpu(gen):
     b = clone(a)
     torch.testing.assert_close(
         mlstm_chunkwise(q, k, v, i, f, *a, torch.arange(2), cu),
-        mlstm_recurrent_naive(q, k, v, i, f, *b, torch.arange(2), cu), **TOL)
-    torch.testing.assert_close(mlstm_step(q[:2], k[:2], v[:2], i[:2], f[:2], *a, torch.arange(2)),
-                               mlstm_step_naive(q[:2], k[:2], v[:2], i[:2], f[:2], *b, torch.arange(2)), **TOL)
+        mlstm_recurrent_naive(q, k, v, i, f, *b, torch.arange(2), cu),
+        **TOL,
+    )
+    torch.testing.assert_close(
+        mlstm_step(q[:2], k[:2], v[:2], i[:2], f[:2], *a, torch.arange(2)),
+        mlstm_step_naive(q[:2], k[:2], v[:2], i[:2], f[:2], *b, torch.arange(2)),
+        **TOL,
+    )

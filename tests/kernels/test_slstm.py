@@ -77,7 +77,7 @@ def test_scan_then_steps_equals_one_scan(gen):
     y = slstm_scan_triton(x, R, b, *whole, slot, cu)
     ys = [slstm_scan_triton(x[:split], R, b, *parts, slot, torch.tensor([0, split], dtype=torch.int32))]
     for t in range(split, T):
-        ys.append(slstm_step_triton(x[t:t + 1], R, b, *parts, slot))
+        ys.append(slstm_step_triton(x[t : t + 1], R, b, *parts, slot))
     torch.testing.assert_close(torch.cat(ys), y, **TOL)
 
 
@@ -87,10 +87,17 @@ def test_step_and_public_functions(gen):
     slots = torch.tensor([2, 5, 0, 3])
     state = pool(6, NH, D, gen, fresh=[5])
     a, r, p = clone(state), clone(state), clone(state)
-    torch.testing.assert_close(slstm_step_triton(x, R, b, *a, slots), slstm_step_naive(x, R, b, *r, slots), **TOL)
-    torch.testing.assert_close(slstm_step(x, R, b, *p, slots), slstm_step_naive(x, R, b, *state, slots), **TOL)
+    torch.testing.assert_close(
+        slstm_step_triton(x, R, b, *a, slots), slstm_step_naive(x, R, b, *r, slots), **TOL
+    )
+    torch.testing.assert_close(
+        slstm_step(x, R, b, *p, slots), slstm_step_naive(x, R, b, *state, slots), **TOL
+    )
     cu = torch.tensor([0, 1, 4], dtype=torch.int32)
     s1, s2 = pool(2, NH, D, gen), None
     s2 = clone(s1)
-    torch.testing.assert_close(slstm_scan(x, R, b, *s1, torch.arange(2), cu),
-                               slstm_scan_naive(x, R, b, *s2, torch.arange(2), cu), **TOL)
+    torch.testing.assert_close(
+        slstm_scan(x, R, b, *s1, torch.arange(2), cu),
+        slstm_scan_naive(x, R, b, *s2, torch.arange(2), cu),
+        **TOL,
+    )
