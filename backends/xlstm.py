@@ -317,7 +317,7 @@ class CausalConv(nn.Module):
     def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int) -> torch.Tensor:
         state = cache.tensors[f"{idx}.conv"]
         xp = torch.cat([state.to(x.dtype), x], 1)
-        cache.tensors[f"{idx}.conv"] = xp[:, -(self.kernel - 1) :].detach().clone()
+        state.copy_(xp[:, -(self.kernel - 1) :])  # in place: the cache is a pool (and CUDA-graph safe)
         y = F.conv1d(xp.transpose(1, 2), self.conv.weight, self.conv.bias, groups=xp.shape[-1])
         return y.transpose(1, 2)
 

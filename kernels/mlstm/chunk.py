@@ -13,10 +13,14 @@ variable-length batch needs no padding, and only the rows of ``slots`` in the st
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
+# Triton 3.6 can abort in LLVM on some tile/warp shapes (see benchmarks/bench_xlstm.py --preflight)
+NUM_WARPS = int(os.environ.get("ARCHROUTER_MLSTM_NUM_WARPS", "4"))
 
 @triton.jit
 def _logsigmoid(x):
@@ -256,7 +260,7 @@ def mlstm_chunkwise_triton(
         BK=BK,
         BV=BV,
         PRECISION=precision,
-        num_warps=4,
+        num_warps=NUM_WARPS,
     )
     sl = slots.long()
     n.index_copy_(0, sl, nf)
@@ -284,6 +288,6 @@ def mlstm_chunkwise_triton(
         BK=BK,
         BV=BV,
         PRECISION=precision,
-        num_warps=4,
+        num_warps=NUM_WARPS,
     )
     return h

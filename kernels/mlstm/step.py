@@ -8,12 +8,16 @@ already overwritten).
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 from kernels.mlstm.chunk import _logsigmoid
 
+# Triton 3.6 can abort in LLVM on some tile/warp shapes (see benchmarks/bench_xlstm.py --preflight)
+NUM_WARPS = int(os.environ.get("ARCHROUTER_MLSTM_NUM_WARPS", "4"))
 
 @triton.jit
 def _step(
@@ -121,7 +125,7 @@ def mlstm_step_triton(
         BKF=triton.next_power_of_2(K),
         BK=BK,
         BV=BV,
-        num_warps=4,
+        num_warps=NUM_WARPS,
     )
     sl = slots.long()
     n.index_copy_(0, sl, nf)

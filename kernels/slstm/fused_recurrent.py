@@ -7,6 +7,8 @@ the final state back to the pool slot once. A decode step is the same kernel ove
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -101,7 +103,7 @@ def slstm_scan_triton(x, R, b, h, c, n, m, slots, cu_seqlens) -> torch.Tensor:
         NH=NH,
         D=D,
         BD=BD,
-        num_warps=4 if BD <= 64 else 8,
+        num_warps=int(os.environ.get("ARCHROUTER_SLSTM_NUM_WARPS", 4 if BD <= 64 else 8)),
     )
     return y
 
