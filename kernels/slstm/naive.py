@@ -63,6 +63,9 @@ def slstm_scan_naive(
 
 
 def slstm_step_naive(x, R, b, h, c, n, m, slots) -> torch.Tensor:
-    """One step for N sequences: x (N, 4, NH, D) -> y (N, NH, D)."""
-    cu = torch.arange(x.shape[0] + 1, dtype=torch.int32)
-    return slstm_scan_naive(x, R, b, h, c, n, m, slots, cu)
+    """One step for N sequences at once: x (N, 4, NH, D) -> y (N, NH, D). No host syncs (graph-safe)."""
+    sl = slots.long()
+    raw = x.float() + torch.einsum("hgoi,nhi->ngho", R.float(), h[sl]) + b.float()
+    h1, c1, n1, m1 = slstm_cell_naive(raw, c[sl], n[sl], m[sl])
+    h[sl], c[sl], n[sl], m[sl] = h1, c1, n1, m1
+    return h1.to(x.dtype)
