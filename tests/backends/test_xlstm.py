@@ -268,3 +268,23 @@ def test_triton_path_matches_reference_on_gpu(gen):
         del os.environ["ARCHROUTER_NO_TRITON"]
     # fp32 inputs; tl.dot in ieee fp32: 1e-3 on logits (chunk-order differences)
     torch.testing.assert_close(tri, ref, rtol=1e-3, atol=1e-3)
+
+
+@torch.no_grad()
+def test_saved_hf_folder_loads_in_transformers(tmp_path, gen):
+    """`save` writes what `xLSTMForCausalLM.from_pretrained` reads (config keys and tensor names)."""
+    from transformers import xLSTMForCausalLM
+
+    ours = X.init_weights(X.build(X.random_config("7b-tiny")), seed=5)
+    X.save(ours, tmp_path)
+    ref = xLSTMForCausalLM.from_pretrained(
+        tmp_path,
+        chunkwise_kernel="chunkwise--native_autograd",
+        sequence_kernel="native_sequence__native",
+        step_kernel="native",
+        mode="inference",
+        autocast_kernel_dtype="float32",
+        inference_state_dtype="float32",
+    ).eval()
+    ids = torch.randint(0, ours.vocab_size, (1, 21), generator=gen)
+    torch.testing.assert_close(ours(ids)[0], ref(ids).logits, **TOL)
