@@ -489,22 +489,20 @@ def load(path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.fl
         state.update(load_file(file))
     if not state:
         raise FileNotFoundError(f"no *.safetensors in {path}")
-    if model.config.get("tie_word_embeddings") or model.config.get("tie_weights"):
+    tied = bool(model.config.get("tie_word_embeddings") or model.config.get("tie_weights"))
+    if tied:
         state.pop("lm_head.weight", None)
-    model.load_state_dict(state, strict=False, assign=True)
-    _check_loaded(model, state)
-    if isinstance(model, XLSTMForCausalLM) and model.config["tie_word_embeddings"]:
-        model.lm_head.weight = model.backbone.embeddings.weight
-    if isinstance(model, XLSTMLMModel) and model.config["tie_weights"]:
-        model.lm_head.weight = model.token_embedding.weight
-    return model.to(device=device, dtype=dtype).eval()
-
-
-def _check_loaded(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = {k for k in model.state_dict() if k != "lm_head.weight" or k in state}
+    expected = {k for k in model.state_dict() if not (tied and k == "lm_head.weight")}
     missing = sorted(expected - state.keys())
     if missing:
         raise KeyError(f"checkpoint lacks {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    model.load_state_dict(state, strict=False, assign=True)
+    if tied:
+        embedding = (
+            model.backbone.embeddings if isinstance(model, XLSTMForCausalLM) else model.token_embedding
+        )
+        model.lm_head.weight = embedding.weight
+    return model.to(device=device, dtype=dtype).eval()
 
 
 def save(model: CausalLM, path: str | Path) -> None:

@@ -247,6 +247,14 @@ def test_save_load_roundtrip_and_presets(tmp_path, gen):
     ids = torch.randint(0, 264, (1, 9), generator=gen)
     torch.testing.assert_close(again(ids)[0], model(ids)[0], rtol=0, atol=0)
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model_type"] == "xlstm"
+    tied = X.init_weights(X.build({**X.random_config("tiny"), "tie_weights": True}), seed=2)
+    X.save(tied, tmp_path / "tied")
+    again = X.load(tmp_path / "tied")
+    assert again.lm_head.weight is again.token_embedding.weight
+    torch.testing.assert_close(again(ids)[0], tied(ids)[0], rtol=0, atol=0)
+    (tmp_path / "tied" / "config.json").write_text(json.dumps({**tied.config, "tie_weights": False}))
+    with pytest.raises(KeyError, match="lm_head"):
+        X.load(tmp_path / "tied")
     big = X.random_config("125m")
     with torch.device("meta"):
         n = X.build(big).num_parameters()
