@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -325,16 +326,16 @@ class CausalConv(nn.Module):
 class PackageMLSTMLayer(nn.Module):
     """The xlstm package's mLSTMLayer: up-projection, conv, headwise q/k/v, mLSTM cell, skip, gate."""
 
-    def __init__(self, d: int, mcfg: dict[str, Any], bias: bool):
+    def __init__(self, d: int, mcfg: MLSTMLayerConfig, bias: bool):
         super().__init__()
-        self.inner = round_up(mcfg["proj_factor"] * d, mcfg.get("round_proj_up_to_multiple_of", 64))
-        self.nh = mcfg["num_heads"]
-        proj_heads = self.inner // mcfg["qkv_proj_blocksize"]
+        self.inner = proj_dim(mcfg.proj_factor, d, mcfg)
+        self.nh = mcfg.num_heads
+        proj_heads = self.inner // mcfg.qkv_proj_blocksize
         self.proj_up = nn.Linear(d, 2 * self.inner, bias=bias)
         self.q_proj = LinearHeadwise(self.inner, proj_heads, bias)
         self.k_proj = LinearHeadwise(self.inner, proj_heads, bias)
         self.v_proj = LinearHeadwise(self.inner, proj_heads, bias)
-        self.conv1d = CausalConv(self.inner, mcfg["conv1d_kernel_size"])
+        self.conv1d = CausalConv(self.inner, mcfg.conv1d_kernel_size)
         self.mlstm_cell = nn.Module()
         self.mlstm_cell.igate = nn.Linear(3 * self.inner, self.nh)
         self.mlstm_cell.fgate = nn.Linear(3 * self.inner, self.nh)
@@ -382,31 +383,73 @@ class PackageBlock(nn.Module):
         return x if self.ffn is None else x + self.ffn(self.ffn_norm(x))
 
 
-LM_DEFAULTS: dict[str, Any] = {
-    "model_type": "xlstm_lm",
-    "architecture": "xLSTMLMModel",
-    "vocab_size": BYTE_VOCAB,
-    "embedding_dim": 128,
-    "num_blocks": 2,
-    "context_length": -1,
-    "slstm_at": [],
-    "tie_weights": False,
-    "add_post_blocks_norm": True,
-    "bias": False,
-    "mlstm_block": {
-        "mlstm": {
-            "conv1d_kernel_size": 4,
-            "qkv_proj_blocksize": 4,
-            "num_heads": 4,
-            "proj_factor": 2.0,
-            "round_proj_up_to_multiple_of": 64,
-        }
-    },
-    "slstm_block": {
-        "slstm": {"num_heads": 4, "conv1d_kernel_size": 4},
-        "feedforward": {"proj_factor": 1.3, "act_fn": "gelu", "round_proj_up_to_multiple_of": 64},
-    },
-}
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the package's other fields (init schemes, dtypes) ride along
+
+
+class MLSTMLayerConfig(_Section):
+    conv1d_kernel_size: int = 4
+    qkv_proj_blocksize: int = 4
+    num_heads: int = 4
+    proj_factor: float = 2.0
+    round_proj_up_dim_up: bool = True
+    round_proj_up_to_multiple_of: int = 64
+
+
+class SLSTMLayerConfig(_Section):
+    num_heads: int = 4
+    conv1d_kernel_size: int = 4
+
+
+class FeedForwardConfig(_Section):
+    proj_factor: float = 1.3
+    act_fn: Literal["gelu", "relu", "relu^2", "sigmoid", "swish", "selu"] = "gelu"
+    round_proj_up_dim_up: bool = True
+    round_proj_up_to_multiple_of: int = 64
+
+
+class MLSTMBlockConfig(_Section):
+    mlstm: MLSTMLayerConfig = Field(default_factory=MLSTMLayerConfig)
+
+
+class SLSTMBlockConfig(_Section):
+    slstm: SLSTMLayerConfig = Field(default_factory=SLSTMLayerConfig)
+    feedforward: FeedForwardConfig | None = Field(default_factory=FeedForwardConfig)
+
+
+class XLSTMLMConfig(_Section):
+    """config.json of an ``xLSTMLMModel`` checkpoint: the package's ``xLSTMLMModelConfig`` fields,
+    nested as its dataclasses nest them, plus the two keys that tell `load` which model this is."""
+
+    model_type: Literal["xlstm_lm"] = "xlstm_lm"
+    architecture: Literal["xLSTMLMModel"] = "xLSTMLMModel"
+    vocab_size: int = BYTE_VOCAB
+    embedding_dim: int = 128
+    num_blocks: int = 2
+    context_length: int = -1
+    slstm_at: list[int] | Literal["all"] = Field(default_factory=list)
+    tie_weights: bool = False
+    add_post_blocks_norm: bool = True
+    bias: bool = False
+    mlstm_block: MLSTMBlockConfig | None = Field(default_factory=MLSTMBlockConfig)
+    slstm_block: SLSTMBlockConfig | None = Field(default_factory=SLSTMBlockConfig)
+
+    @model_validator(mode="after")
+    def _blocks(self) -> XLSTMLMConfig:
+        if self.mlstm_block is None or self.slstm_at == "all":  # the package's rule
+            self.slstm_at = list(range(self.num_blocks))
+        if any(not 0 <= i < self.num_blocks for i in self.slstm_at):
+            raise ValueError(f"slstm_at {self.slstm_at} outside 0..{self.num_blocks - 1}")
+        if self.slstm_at and self.slstm_block is None:
+            raise ValueError("slstm_at names blocks but slstm_block is null")
+        return self
+
+
+def proj_dim(factor: float, d: int, section: MLSTMLayerConfig | FeedForwardConfig) -> int:
+    """The package's UpProjConfigMixin: factor * d rounded (up or down) to a multiple."""
+    mult = section.round_proj_up_to_multiple_of
+    steps = factor * d / mult
+    return int((math.ceil(steps) if section.round_proj_up_dim_up else math.floor(steps)) * mult)
 
 
 class XLSTMLMModel(CausalLM):
@@ -418,23 +461,20 @@ class XLSTMLMModel(CausalLM):
         from backends.xlstm_slstm import SLSTMLayer, package_feedforward
 
         super().__init__()
-        cfg = {**LM_DEFAULTS, **config}
-        if cfg["slstm_at"] == "all":
-            cfg["slstm_at"] = list(range(cfg["num_blocks"]))
-        self.config = cfg
-        d = cfg["embedding_dim"]
+        parsed = XLSTMLMConfig.model_validate(config)
+        self.config = parsed.model_dump(mode="json")
+        d = parsed.embedding_dim
         blocks = []
-        for idx in range(cfg["num_blocks"]):
-            if idx in cfg["slstm_at"]:
-                sb = cfg["slstm_block"]
-                ffn = (
-                    package_feedforward(d, sb["feedforward"], cfg["bias"]) if sb.get("feedforward") else None
-                )
-                blocks.append(PackageBlock(SLSTMLayer(d, sb["slstm"]), ffn, d))
+        for idx in range(parsed.num_blocks):
+            if idx in parsed.slstm_at:
+                sb = parsed.slstm_block
+                ffn = package_feedforward(d, sb.feedforward, parsed.bias) if sb.feedforward else None
+                blocks.append(PackageBlock(SLSTMLayer(d, sb.slstm), ffn, d))
             else:
                 blocks.append(
-                    PackageBlock(PackageMLSTMLayer(d, cfg["mlstm_block"]["mlstm"], cfg["bias"]), None, d)
+                    PackageBlock(PackageMLSTMLayer(d, parsed.mlstm_block.mlstm, parsed.bias), None, d)
                 )
+        cfg = self.config
         self.token_embedding = nn.Embedding(cfg["vocab_size"], d)
         self.xlstm_block_stack = nn.Module()
         self.xlstm_block_stack.blocks = nn.ModuleList(blocks)
@@ -550,8 +590,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "embedding_dim": 64,
         "num_blocks": 2,
         "slstm_at": [1],
-        "mlstm_block": {"mlstm": {**LM_DEFAULTS["mlstm_block"]["mlstm"], "num_heads": 2}},
-        "slstm_block": {**LM_DEFAULTS["slstm_block"], "slstm": {"num_heads": 2, "conv1d_kernel_size": 4}},
+        "mlstm_block": {"mlstm": {"num_heads": 2}},
+        "slstm_block": {"slstm": {"num_heads": 2}},
     },
     "small": {"model_type": "xlstm_lm", "embedding_dim": 256, "num_blocks": 4, "slstm_at": [1]},
     "base": {"model_type": "xlstm_lm", "embedding_dim": 512, "num_blocks": 6, "slstm_at": [1, 4]},
@@ -571,7 +611,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_blocks": 24,
         "slstm_at": [3, 20],
         "tie_weights": True,
-        "slstm_block": {**LM_DEFAULTS["slstm_block"], "slstm": {"num_heads": 12, "conv1d_kernel_size": 4}},
+        "slstm_block": {"slstm": {"num_heads": 12}},
     },
     "125m-7b": {
         "model_type": "xlstm",
@@ -589,5 +629,6 @@ def random_config(preset: str = "tiny") -> dict[str, Any]:
         cfg = json.loads(json.dumps(PRESETS[preset]))
     except KeyError:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}") from None
-    base = HF_DEFAULTS if cfg["model_type"] == "xlstm" else LM_DEFAULTS
-    return {**json.loads(json.dumps(base)), **cfg}
+    if cfg["model_type"] == "xlstm":
+        return {**HF_DEFAULTS, **cfg}
+    return XLSTMLMConfig.model_validate(cfg).model_dump(mode="json")

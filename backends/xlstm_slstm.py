@@ -6,13 +6,20 @@ Parameter names and shapes are the package's (``slstm_cell._recurrent_kernel_`` 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.xlstm import CausalConv, LinearHeadwise, MultiHeadLayerNorm, XLSTMCache, _batch_rows, round_up
+from backends.xlstm import (
+    CausalConv,
+    FeedForwardConfig,
+    LinearHeadwise,
+    MultiHeadLayerNorm,
+    SLSTMLayerConfig,
+    XLSTMCache,
+    _batch_rows,
+    proj_dim,
+)
 from kernels.slstm import slstm_scan, slstm_step
 
 _ACT = {
@@ -37,19 +44,18 @@ class GatedFeedForward(nn.Module):
         return self.proj_down(self.act(gate) * z)
 
 
-def package_feedforward(d: int, fcfg: dict[str, Any], bias: bool) -> GatedFeedForward:
-    up = round_up(fcfg["proj_factor"] * d, fcfg.get("round_proj_up_to_multiple_of", 64))
-    return GatedFeedForward(d, up, fcfg.get("act_fn", "gelu"), bias)
+def package_feedforward(d: int, fcfg: FeedForwardConfig, bias: bool) -> GatedFeedForward:
+    return GatedFeedForward(d, proj_dim(fcfg.proj_factor, d, fcfg), fcfg.act_fn, bias)
 
 
 class SLSTMLayer(nn.Module):
     """conv -> headwise gate projections -> sLSTM recurrence (in the kernel) -> per-head group norm."""
 
-    def __init__(self, d: int, scfg: dict[str, Any]):
+    def __init__(self, d: int, scfg: SLSTMLayerConfig):
         super().__init__()
-        self.d, self.nh = d, scfg["num_heads"]
+        self.d, self.nh = d, scfg.num_heads
         self.dh = d // self.nh
-        self.kernel = scfg.get("conv1d_kernel_size", 4)
+        self.kernel = scfg.conv1d_kernel_size
         if self.kernel > 0:
             self.conv1d = CausalConv(d, self.kernel)
         self.fgate = LinearHeadwise(d, self.nh, bias=False)

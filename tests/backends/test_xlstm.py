@@ -255,6 +255,9 @@ def test_save_load_roundtrip_and_presets(tmp_path, gen):
     (tmp_path / "tied" / "config.json").write_text(json.dumps({**tied.config, "tie_weights": False}))
     with pytest.raises(KeyError, match="lm_head"):
         X.load(tmp_path / "tied")
+    with pytest.raises(ValueError, match="slstm_at"):
+        X.build({**X.random_config("tiny"), "slstm_at": [5]})
+    assert X.random_config("tiny")["slstm_block"]["feedforward"]["act_fn"] == "gelu"  # schema defaults filled
     big = X.random_config("125m")
     with torch.device("meta"):
         n = X.build(big).num_parameters()
