@@ -3,6 +3,8 @@
 import json
 import os
 
+os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton-path test below runs interpreted on CPU
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -262,6 +264,20 @@ def test_save_load_roundtrip_and_presets(tmp_path, gen):
     with torch.device("meta"):
         n = X.build(big).num_parameters()
     assert 100e6 < n < 150e6, n
+
+
+@torch.no_grad()
+def test_model_through_triton_kernels_interpreted(monkeypatch, gen):
+    """The model wired to the Triton kernels (run by the interpreter) equals its reference path."""
+    import kernels.mlstm
+    import kernels.slstm
+
+    model = X.init_weights(X.build(X.random_config("tiny")), seed=4)
+    ids = torch.randint(0, model.vocab_size, (1, 70), generator=gen)
+    ref = decode_split(model, ids, 68)
+    monkeypatch.setattr(kernels.mlstm, "use_triton", lambda *t: True)
+    monkeypatch.setattr(kernels.slstm, "use_triton", lambda *t: True)
+    torch.testing.assert_close(decode_split(model, ids, 68), ref, **TOL)
 
 
 @pytest.mark.gpu
