@@ -162,7 +162,7 @@ def _mlstm(q, k, v, ig, fg, cache: XLSTMCache, idx: int, nh: int, *, scale, eps)
     if T == 1:
         h = mlstm_step(*args, scale=scale, eps=eps)
     else:
-        h = mlstm_chunkwise(*args, cu, scale=scale, eps=eps)
+        h = mlstm_chunkwise(*args, cu, scale=scale, eps=eps, dense=(B, T))
     return h.view(B, T, nh, -1)
 
 

@@ -21,12 +21,21 @@ __all__ = [
 ]
 
 
-def mlstm_chunkwise(q, k, v, i, f, C, n, m, slots, cu_seqlens, *, scale=None, eps=1e-6) -> torch.Tensor:
-    """Packed prefill; see `kernels.mlstm.chunk.mlstm_chunkwise_triton`."""
-    if use_triton(q, C):
-        from kernels.mlstm.chunk import mlstm_chunkwise_triton
+def mlstm_chunkwise(
+    q, k, v, i, f, C, n, m, slots, cu_seqlens, *, scale=None, eps=1e-6, dense: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Packed prefill; see `kernels.mlstm.chunk.mlstm_chunkwise_triton`.
 
-        return mlstm_chunkwise_triton(q, k, v, i, f, C, n, m, slots, cu_seqlens, scale=scale, eps=eps)
+    `dense=(batch, length)` says every sequence has `length` tokens, so the Triton path can lay
+    out its chunks on the device without reading `cu_seqlens` back to the host.
+    """
+    if use_triton(q, C):
+        from kernels.mlstm.chunk import dense_chunk_layout, mlstm_chunkwise_triton
+
+        layout = None if dense is None else dense_chunk_layout(*dense, 64, q.device)
+        return mlstm_chunkwise_triton(
+            q, k, v, i, f, C, n, m, slots, cu_seqlens, scale=scale, eps=eps, layout=layout
+        )
     return mlstm_chunkwise_naive(q, k, v, i, f, C, n, m, slots, cu_seqlens, scale=scale, eps=eps)
 
 

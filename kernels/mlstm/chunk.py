@@ -22,6 +22,7 @@ import triton.language as tl
 # Triton 3.6 can abort in LLVM on some tile/warp shapes (see benchmarks/bench_xlstm.py --preflight)
 NUM_WARPS = int(os.environ.get("ARCHROUTER_MLSTM_NUM_WARPS", "4"))
 
+
 @triton.jit
 def _logsigmoid(x):
     return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
@@ -197,6 +198,18 @@ def chunk_layout(
     dev = cu_seqlens.device
     as_t = lambda x: torch.tensor(x, dtype=torch.int32, device=dev)  # noqa: E731
     return as_t(coff), as_t(seq), as_t(start)
+
+
+def dense_chunk_layout(
+    batch: int, length: int, chunk_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`chunk_layout` of `batch` sequences of `length` tokens, built on the device without a host sync."""
+    per = -(-length // chunk_size)
+    ids = torch.arange(batch * per, dtype=torch.int32, device=device)
+    seq = ids // per
+    start = seq * length + (ids % per) * chunk_size
+    coff = torch.arange(0, (batch + 1) * per, per, dtype=torch.int32, device=device)
+    return coff, seq, start
 
 
 def mlstm_chunkwise_triton(

@@ -19,6 +19,7 @@ from kernels.mlstm.chunk import _logsigmoid
 # Triton 3.6 can abort in LLVM on some tile/warp shapes (see benchmarks/bench_xlstm.py --preflight)
 NUM_WARPS = int(os.environ.get("ARCHROUTER_MLSTM_NUM_WARPS", "4"))
 
+
 @triton.jit
 def _step(
     q_ptr,

@@ -159,3 +159,12 @@ def test_public_functions_take_reference_on_cpu(gen):
         mlstm_step_naive(q[:2], k[:2], v[:2], i[:2], f[:2], *b, torch.arange(2)),
         **TOL,
     )
+
+
+def test_dense_layout_matches_host_layout():
+    from kernels.mlstm.chunk import chunk_layout, dense_chunk_layout
+
+    for B, T in [(1, 1), (3, 64), (2, 65), (4, 130)]:
+        cu = torch.arange(0, (B + 1) * T, T, dtype=torch.int32)
+        for a, b in zip(dense_chunk_layout(B, T, 64, cu.device), chunk_layout(cu, 64), strict=True):
+            assert torch.equal(a, b), (B, T)
