@@ -386,7 +386,10 @@ def preflight(device) -> None:
         cu = torch.tensor([0, 70, 140], dtype=torch.int32, device=device)
         slots = torch.arange(2, dtype=torch.int32, device=device)
         mlstm_chunkwise_triton(q, k, v, i, f, *pool, slots, cu)
-        mlstm_step_triton(q[:2], k[:2], v[:2], i[:2], f[:2], *pool, slots)
+        for N in (1, 64):  # narrow and wide V-blocks of the step kernel
+            q, k, v, i, f = mlstm_inputs(N, 8, 1, K, V, device, dtype)
+            pool = zero_pool(N, 8, K, V, device)
+            mlstm_step_triton(q, k, v, i, f, *pool, torch.arange(N, dtype=torch.int32, device=device))
     for D in sorted({D for _, _, D, _ in SLSTM}):
         x = torch.randn(5, 4, 2, D, device=device, dtype=dtype)
         z = torch.zeros(1, 2, D, device=device)

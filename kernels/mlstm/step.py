@@ -81,6 +81,12 @@ def _step(
         tl.store(mf_ptr + row, m1)
 
 
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def mlstm_step_triton(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -104,6 +110,9 @@ def mlstm_step_triton(
     nf = torch.empty(N, H, K, dtype=torch.float32, device=q.device)
     mf = torch.empty(N, H, dtype=torch.float32, device=q.device)
     BV = min(64, max(16, triton.next_power_of_2(V)))
+    # small batches: narrower V-blocks so that every SM gets a slice of the state to stream
+    while BV > 16 and N * H * triton.cdiv(V, BV) < 2 * _num_sms(q.device):
+        BV //= 2
     BK = min(64, max(16, triton.next_power_of_2(K)))
     _step[(triton.cdiv(V, BV), N, H)](
         q,
