@@ -404,7 +404,8 @@ def preflight(device) -> None:
             torch.zeros(1, dtype=torch.int32, device=device),
             torch.tensor([0, 5], dtype=torch.int32, device=device),
         )
-    torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     print("preflight ok", flush=True)
 
 
@@ -427,7 +428,9 @@ def choose_warps(env_info: dict) -> None:
         if p.returncode == 0:
             os.environ["ARCHROUTER_MLSTM_NUM_WARPS"] = warps
             return
-    raise SystemExit(f"every preflight failed: {env_info['preflight']}")
+    # every variant failed: go on with the default and let the rows record what breaks
+    os.environ["ARCHROUTER_MLSTM_NUM_WARPS"] = "4"
+    print("preflight failed for every warp count:", json.dumps(env_info["preflight"]), flush=True)
 
 
 # ----------------------------------------------------------------------------- report
