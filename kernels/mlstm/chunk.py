@@ -228,10 +228,12 @@ def mlstm_chunkwise_triton(
     eps: float = 1e-6,
     chunk_size: int = 64,
     layout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """Prefill: returns h (T, H, V) and leaves each sequence's final (C, n, m) in its pool slot.
 
-    `layout` (from `chunk_layout`) may be passed to skip its host sync, e.g. under CUDA graphs.
+    `layout` (from `chunk_layout` / `dense_chunk_layout`) may be passed to skip the host sync.
+    `num_stages` overrides Triton's software-pipelining depth (the benchmark compares 1 with the default).
     """
     T, H, K = q.shape
     V = v.shape[-1]
@@ -247,6 +249,7 @@ def mlstm_chunkwise_triton(
     nf = torch.empty(N, H, K, dtype=torch.float32, device=dev)
     mf = torch.empty(N, H, dtype=torch.float32, device=dev)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    launch = {} if num_stages is None else {"num_stages": num_stages}  # None: Triton's default
     BK = min(64, max(16, triton.next_power_of_2(K)))
     BV = min(64, max(16, triton.next_power_of_2(V)))
     grid = (triton.cdiv(K, BK) * triton.cdiv(V, BV), N, H)
@@ -274,6 +277,7 @@ def mlstm_chunkwise_triton(
         BV=BV,
         PRECISION=precision,
         num_warps=NUM_WARPS,
+        **launch,
     )
     sl = slots.long()
     n.index_copy_(0, sl, nf)
@@ -302,5 +306,6 @@ def mlstm_chunkwise_triton(
         BV=BV,
         PRECISION=precision,
         num_warps=NUM_WARPS,
+        **launch,
     )
     return h
