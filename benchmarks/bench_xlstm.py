@@ -392,6 +392,8 @@ def preflight(device) -> None:
         cu = torch.tensor([0, 70, 140], dtype=torch.int32, device=device)
         slots = torch.arange(2, dtype=torch.int32, device=device)
         mlstm_chunkwise_triton(q, k, v, i, f, *pool, slots, cu)
+        if (K, V) in {(k_, v_) for *_, k_, v_ in PREFILL[:2]}:
+            mlstm_chunkwise_triton(q, k, v, i, f, *pool, slots, cu, num_stages=1)
         for N in (1, 64):  # narrow and wide V-blocks of the step kernel
             q, k, v, i, f = mlstm_inputs(N, 8, 1, K, V, device, dtype)
             pool = zero_pool(N, 8, K, V, device)
