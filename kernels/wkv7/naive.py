@@ -67,7 +67,11 @@ def naive_wkv7(
 
 def _naive_equal_length(r, w, k, v, a, b, state_pool, slots):
     B = r.shape[0]
-    slots = torch.arange(B, device=state_pool.device) if slots is None else slots.to(state_pool.device)
+    if slots is None:  # rows are the pool's rows: no gather, no host sync (CUDA-graph safe)
+        y, s1 = _recur(r, w, k, v, a, b, state_pool[:B])
+        state_pool[:B].copy_(s1)
+        return y
+    slots = slots.to(state_pool.device)
     live = slots >= 0
     s0 = state_pool[slots.clamp(min=0)] * live.view(B, 1, 1, 1)
     y, s1 = _recur(r, w, k, v, a, b, s0)
