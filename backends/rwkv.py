@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from backends.base import CausalLM, Cache
+from backends.base import Cache, CausalLM
 from kernels.wkv7 import wkv7
 
 # log of the per-step decay is -exp(-0.5) * sigmoid(.), so every channel keeps >= 54.5% per token
@@ -117,7 +117,8 @@ class TimeMix(nn.Module):
         H, N = self.n_head, self.head_size
         xx = _shift(x, shift) - x
         shift.copy_(x[:, -1])
-        xr, xw, xk, xv, xa, xg = (x + xx * m for m in (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g))
+        mixes = (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)
+        xr, xw, xk, xv, xa, xg = (x + xx * m for m in mixes)
 
         r = self.receptance(xr)
         k = self.key(xk)
@@ -308,7 +309,9 @@ def _find_weights(path: Path) -> Path:
     raise FileNotFoundError(f"no .safetensors or .pth weights in {path}")
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> RWKV7:
+def load(
+    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> RWKV7:
     """Read an RWKV-7 checkpoint: a folder or a file, `.pth` (BlinkDL's release layout) or
     `.safetensors` with the same tensor names; a config.json beside it overrides inferred values."""
     weights = _find_weights(Path(path))
@@ -326,10 +329,9 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.d
         model = RWKV7(config)
     expected = model.state_dict()
     for key, t in sd.items():
-        if key in expected and t.shape != expected[key].shape:
-            # some exports squeeze the [1, 1, C] vectors; restore the release layout
-            if t.numel() == expected[key].numel():
-                sd[key] = t.reshape(expected[key].shape)
+        # some exports squeeze the [1, 1, C] vectors; restore the release layout
+        if key in expected and t.shape != expected[key].shape and t.numel() == expected[key].numel():
+            sd[key] = t.reshape(expected[key].shape)
     model.load_state_dict(sd, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval()
 
