@@ -301,6 +301,32 @@ def bench_e2e(batches, timer, device, deadline, smoke):
     return rows
 
 
+def bench_cost_curve(timer, device, smoke) -> dict:
+    """Batch-1 latency of the 0.1B config through our kernels, fitted as the catalogue's cost curve:
+    prefill_ms = base + per_token * T (linear: no attention), decode_ms = constant (fixed-size state)."""
+    from backends import rwkv
+
+    cfg = rwkv.random_config("tiny" if smoke else "0.1b")
+    dtype = torch.float32 if smoke else torch.bfloat16
+    model = rwkv.from_config(cfg, seed=0, device=device, dtype=dtype)
+    lengths = [16, 32, 64] if smoke else [64, 256, 1024, 4096]
+    pts = []
+    with torch.no_grad():
+        for T in lengths:
+            ids = torch.randint(0, cfg["vocab_size"], (1, T)).to(device)
+            pts.append((T, timer(lambda ids=ids: model(ids))))
+        _, cache = model(ids)
+        one = ids[:, :1]
+        decode_eager = timer(lambda: model(one, cache))
+    n = len(pts)
+    mx = sum(t for t, _ in pts) / n
+    my = sum(m for _, m in pts) / n
+    slope = sum((t - mx) * (m - my) for t, m in pts) / sum((t - mx) ** 2 for t, _ in pts)
+    return {"model": "rwkv7-" + ("tiny" if smoke else "0.1b"), "batch": 1, "prefill_points_ms": pts,
+            "prefill_ms": {"base": my - slope * mx, "per_token": slope, "per_token_sq": 0},
+            "decode_ms": {"base": decode_eager, "per_context": 0}, "decode_timing": "eager, batch 1"}
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -353,7 +379,8 @@ def table(res) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under TRITON_INTERPRET=1")
-    ap.add_argument("--budget-s", type=float, default=210.0, help="skip remaining cases after this long")
+    ap.add_argument("--budget-s", type=float, default=200.0, help="skip remaining cases after this long")
+    ap.add_argument("--only", default=None, help="comma-separated sections: prefill,decode,e2e")
     args = ap.parse_args()
     t_start = time.time()
     deadline = t_start + args.budget_s
@@ -378,14 +405,37 @@ def main() -> None:
 
         env["fla"] = getattr(fla, "__version__", "?")
     res = {"env": env}
+    res.update(prefill=[], decode=[], e2e=[])
+
+    def want(section: str) -> bool:
+        return args.only is None or section in args.only.split(",")
+
+    def save() -> None:  # after every section: a crash later still leaves what was measured
+        (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+
     res["copy_tbs"] = bench_copy(timer, device)
-    res["prefill"] = bench_prefill(SMOKE_PREFILL if args.smoke else PREFILL, timer, device, fla_chunk,
-                                   fla_why, deadline, args.smoke)
-    res["decode"] = bench_decode(SMOKE_DECODE if args.smoke else DECODE, timer, device, fla_rec, fla_why,
-                                 deadline, res["copy_tbs"])
-    res["e2e"] = bench_e2e([1, 2] if args.smoke else E2E_BATCHES, timer, device, deadline + 30, args.smoke)
+    if want("prefill"):
+        res["prefill"] = bench_prefill(SMOKE_PREFILL if args.smoke else PREFILL, timer, device, fla_chunk,
+                                       fla_why, deadline, args.smoke)
+        save()
+    if want("decode"):
+        res["decode"] = bench_decode(SMOKE_DECODE if args.smoke else DECODE, timer, device, fla_rec, fla_why,
+                                     deadline, res["copy_tbs"])
+        save()
+    if want("e2e"):
+        batches = [1, 2] if args.smoke else E2E_BATCHES
+        res["e2e"] = bench_e2e(batches, timer, device, deadline + 30, args.smoke)
+        save()
+        try:
+            res["cost_curve"] = bench_cost_curve(timer, device, args.smoke)
+        except Exception as e:
+            res["cost_curve"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+        print("cost_curve", json.dumps(res["cost_curve"]), flush=True)
     res["elapsed_s"] = time.time() - t_start
-    text = table(res) + f"\n\n# elapsed {res['elapsed_s']:.1f} s"
+    cc = res.get("cost_curve") or {}
+    text = (table(res) + f"\n\n## cost curve ({cc.get('model')}, batch 1): "
+            f"prefill_ms {cc.get('prefill_ms')}, decode_ms {cc.get('decode_ms')}"
+            f"\n\n# elapsed {res['elapsed_s']:.1f} s")
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     (out / "table.txt").write_text(text + "\n")
     print("\n" + text)
