@@ -26,6 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.wkv7 import _tune
+
 
 @triton.jit
 def _chunk_prepare(
@@ -61,27 +63,29 @@ def _chunk_prepare(
     off_v = (t0 + o_t)[:, None] * H * V + i_h * V + o_v[None, :]
     mk = m_t[:, None]
 
-    b_w = tl.load(w + off_k, mask=mk, other=0.0).to(tl.float32)
-    G = tl.cumsum(b_w, axis=0)
-    G_excl = G - b_w
-    G_last = tl.sum(b_w, axis=0)  # padded rows have w = 0
-    b_r = tl.load(r + off_k, mask=mk, other=0.0).to(tl.float32)
-    b_k = tl.load(k + off_k, mask=mk, other=0.0).to(tl.float32)
-    b_a = tl.load(a + off_k, mask=mk, other=0.0).to(tl.float32)
-    b_b = tl.load(b + off_k, mask=mk, other=0.0).to(tl.float32)
-    b_v = tl.load(v + off_v, mask=mk, other=0.0).to(tl.float32)
-
-    A_t = b_a * tl.exp(G_excl)
-    B_h = b_b * tl.exp(-G)
-    K_h = b_k * tl.exp(-G)
-    R_t = b_r * tl.exp(G)
-
     row = o_t[:, None]
     col = o_t[None, :]
+    off_c = (t0 + o_t)[:, None] * H * C + i_h * C + o_t[None, :]
+    # ordered so each loaded tile dies early (register pressure): decays, then b/k/r, then a
+    b_w = tl.load(w + off_k, mask=mk, other=0.0).to(tl.float32)
+    G = tl.cumsum(b_w, axis=0)
+    G_last = tl.sum(b_w, axis=0)  # padded rows have w = 0
+    G_excl = G - b_w
+    b_b = tl.load(b + off_k, mask=mk, other=0.0).to(tl.float32)
+    tl.store(Bb + off_k, b_b * tl.exp(G_last[None, :] - G), mask=mk)
+    B_h = b_b * tl.exp(-G)
+    b_k = tl.load(k + off_k, mask=mk, other=0.0).to(tl.float32)
+    tl.store(Kb + off_k, b_k * tl.exp(G_last[None, :] - G), mask=mk)
+    K_h = b_k * tl.exp(-G)
+    R_t = tl.load(r + off_k, mask=mk, other=0.0).to(tl.float32) * tl.exp(G)
+    tl.store(Rt + off_k, R_t, mask=mk)
+    M_rb = tl.where(row >= col, tl.dot(R_t, tl.trans(B_h), input_precision=PREC), 0.0)
+    tl.store(Mrb + off_c, M_rb, mask=mk)
+    M_rk = tl.where(row >= col, tl.dot(R_t, tl.trans(K_h), input_precision=PREC), 0.0)
+    tl.store(Mrk + off_c, M_rk, mask=mk)
+    A_t = tl.load(a + off_k, mask=mk, other=0.0).to(tl.float32) * tl.exp(G_excl)
     L_ab = tl.where(row > col, tl.dot(A_t, tl.trans(B_h), input_precision=PREC), 0.0)
     L_ak = tl.where(row > col, tl.dot(A_t, tl.trans(K_h), input_precision=PREC), 0.0)
-    M_rb = tl.where(row >= col, tl.dot(R_t, tl.trans(B_h), input_precision=PREC), 0.0)
-    M_rk = tl.where(row >= col, tl.dot(R_t, tl.trans(K_h), input_precision=PREC), 0.0)
 
     # (I - L)^-1 = prod_i (I + L^(2^i)); Tm accumulates sum_{j < 2^i} L^j
     Tm = tl.where(row == col, 1.0, 0.0) + L_ab
@@ -90,18 +94,10 @@ def _chunk_prepare(
         P = tl.dot(P, P, input_precision=PREC)
         Tm = Tm + tl.dot(Tm, P, input_precision=PREC)
 
-    b_W = tl.dot(Tm, A_t, input_precision=PREC)
+    tl.store(W_ + off_k, tl.dot(Tm, A_t, input_precision=PREC), mask=mk)
+    b_v = tl.load(v + off_v, mask=mk, other=0.0).to(tl.float32)
     b_U0 = tl.dot(Tm, tl.dot(L_ak, b_v, input_precision=PREC), input_precision=PREC)
-    tail = tl.exp(G_last[None, :] - G)
-
-    tl.store(W_ + off_k, b_W, mask=mk)
-    tl.store(Rt + off_k, R_t, mask=mk)
-    tl.store(Bb + off_k, b_b * tail, mask=mk)
-    tl.store(Kb + off_k, b_k * tail, mask=mk)
     tl.store(U0 + off_v, b_U0, mask=mk)
-    off_c = (t0 + o_t)[:, None] * H * C + i_h * C + o_t[None, :]
-    tl.store(Mrb + off_c, M_rb, mask=mk)
-    tl.store(Mrk + off_c, M_rk, mask=mk)
     tl.store(gamma + i_c * H * N + i_h * N + o_n, tl.exp(G_last))
 
 
@@ -217,19 +213,35 @@ def chunk_wkv7(
     gamma = torch.empty(n_chunks, H, N, **f32)
     # fp32 inputs get full-precision matmuls; bf16/fp16 inputs accept tf32
     prec = "ieee" if r.dtype == torch.float32 else "tf32"
-    _chunk_prepare[(n_chunks, H)](
-        r, w, k, v, a, b, W_, U0, Rt, Bb, Kb, Mrb, Mrk, gamma, chunk_bounds, T,
-        H=H, N=N, V=V, C=C, LOG2C=C.bit_length() - 1, PREC=prec, EQUAL_LEN=equal_len,
-        num_warps=4 if C <= 32 else 8,
-    )
-    if block_v is None:
-        block_v = V if n_seq * H >= 256 else max(16, V // 4)
-    if num_warps is None:
-        num_warps = 4
-    _chunk_scan[(n_seq * H, triton.cdiv(V, block_v))](
-        v, y, W_, U0, Rt, Bb, Kb, Mrb, Mrk, gamma, state_pool, slots, offsets, chunk_offs, T,
-        H=H, N=N, V=V, BV=block_v, C=C, PREC=prec, EQUAL_LEN=equal_len, num_warps=num_warps,
-    )
+
+    def prepare(cfg: tuple[int, int]) -> None:
+        _chunk_prepare[(n_chunks, H)](
+            r, w, k, v, a, b, W_, U0, Rt, Bb, Kb, Mrb, Mrk, gamma, chunk_bounds, T,
+            H=H, N=N, V=V, C=C, LOG2C=C.bit_length() - 1, PREC=prec, EQUAL_LEN=equal_len,
+            num_warps=cfg[0], num_stages=cfg[1],
+        )
+
+    prep_cfgs = [(8, 1), (4, 1)] if C <= 32 else [(8, 1), (16, 1)]  # (warps, stages)
+    prepare(_tune.pick(("prepare", H, N, V, C, prec, equal_len), prep_cfgs, prepare, dev))
+
+    def scan(cfg: tuple[int, int, int]) -> None:
+        bv, nw, ns = cfg
+        _chunk_scan[(n_seq * H, triton.cdiv(V, bv))](
+            v, y, W_, U0, Rt, Bb, Kb, Mrb, Mrk, gamma, state_pool, slots, offsets, chunk_offs, T,
+            H=H, N=N, V=V, BV=bv, C=C, PREC=prec, EQUAL_LEN=equal_len, num_warps=nw, num_stages=ns,
+        )
+
+    if block_v is not None or num_warps is not None:
+        scan((block_v or V, num_warps or 8, 1))
+        return y
+    # few (sequence, head) pairs: split value rows across programs to fill the GPU
+    wide = n_seq * H >= 256
+    scan_cfgs = [(min(V, 64) if wide else 16, 8, 1), (16, 8, 1), (64, 8, 1), (32, 8, 1), (16, 4, 2),
+                 (64, 8, 2)]  # (value rows per program, warps, stages)
+    scan_cfgs = [c for c in dict.fromkeys(scan_cfgs) if c[0] <= V]
+    cfg = _tune.pick(("scan", H, N, V, C, prec, equal_len, _tune.bucket(n_seq * H)), scan_cfgs, scan, dev,
+                     state=state_pool)
+    scan(cfg)
     return y
 
 

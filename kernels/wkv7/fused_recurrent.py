@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.wkv7 import _tune
+
 
 @triton.jit
 def _fused_recurrent_wkv7_kernel(
@@ -94,14 +96,23 @@ def fused_recurrent_wkv7(
     if slots is None:
         slots = torch.arange(n_seq, device=r.device, dtype=torch.int32)
     y = torch.empty_like(v)
-    if block_v is None:
-        # enough programs to fill the GPU: split the value rows when there are few (seq, head) pairs
-        block_v = V if n_seq * H >= 1024 else max(16, V // 4)
-    if num_warps is None:
-        num_warps = max(1, min(8, block_v * N // 1024))
-    grid = (n_seq * H, triton.cdiv(V, block_v))
-    _fused_recurrent_wkv7_kernel[grid](
-        r, w, k, v, a, b, y, state_pool, slots, cu, T,
-        H=H, N=N, V=V, BV=block_v, EQUAL_LEN=equal_len, num_warps=num_warps,
-    )
+
+    def launch(cfg: tuple[int, int]) -> None:
+        bv, nw = cfg
+        _fused_recurrent_wkv7_kernel[(n_seq * H, triton.cdiv(V, bv))](
+            r, w, k, v, a, b, y, state_pool, slots, cu, T,
+            H=H, N=N, V=V, BV=bv, EQUAL_LEN=equal_len, num_warps=nw,
+        )
+
+    if block_v is not None or num_warps is not None:
+        bv = block_v or V
+        launch((bv, num_warps or max(1, min(8, bv * N // 1024))))
+        return y
+    # default: whole value rows per program when there are many (sequence, head) pairs, else split
+    # them so enough programs stream the state; the tuner may pick better on the device
+    default = (V, max(1, min(8, V * N // 1024))) if n_seq * H >= 1024 else (max(16, V // 4), 1)
+    cfgs = [default, (16, 1), (32, 1), (32, 2), (64, 4), (64, 8)]  # (value rows per program, warps)
+    cfgs = [c for c in dict.fromkeys(cfgs) if c[0] <= V]
+    key = ("fused_recurrent", H, N, V, equal_len, T == 1, _tune.bucket(n_seq * H))
+    launch(_tune.pick(key, cfgs, launch, r.device, state=state_pool))
     return y

@@ -1,0 +1,55 @@
+"""Launch configs picked on the GPU itself: the first call for a class of shapes times each
+candidate (triton.testing.do_bench) and keeps the fastest. Candidates that do not fit the
+device (shared memory, registers) are skipped. CPU, the interpreter, CUDA-graph capture and
+ARCHROUTER_WKV7_TUNE=0 take the first candidate, the heuristic default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+_CHOSEN: dict[tuple, Any] = {}
+
+
+def bucket(n: int) -> int:
+    """Shapes that launch about as many programs share a config."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def chosen() -> dict[str, Any]:
+    """What was picked so far (for benchmark reports)."""
+    return {repr(k): v for k, v in _CHOSEN.items()}
+
+
+def pick(
+    key: tuple,
+    candidates: Sequence[Any],
+    trial: Callable[[Any], object],
+    device: torch.device,
+    state: torch.Tensor | None = None,
+) -> Any:
+    """`trial(cfg)` launches with one candidate; `state`, a tensor the kernel updates in place, is
+    put back as it was after timing."""
+    if key in _CHOSEN:
+        return _CHOSEN[key]
+    if (len(candidates) == 1 or device.type != "cuda" or os.environ.get("ARCHROUTER_WKV7_TUNE") == "0"
+            or os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_current_stream_capturing()):
+        return candidates[0]
+    from triton.testing import do_bench
+
+    backup = state.clone() if state is not None else None
+    best, best_ms = candidates[0], float("inf")
+    for cfg in candidates:
+        try:
+            ms = do_bench(lambda cfg=cfg: trial(cfg), warmup=5, rep=20)
+        except Exception:  # out of resources for this config on this device
+            continue
+        if ms < best_ms:
+            best, best_ms = cfg, ms
+    if state is not None:
+        state.copy_(backup)
+    _CHOSEN[key] = best
+    return best
