@@ -215,17 +215,25 @@ class RWKV7(CausalLM):
 
     @torch.no_grad()
     def reset_parameters(self, seed: int = 0) -> None:
-        """RWKV-LM's initialisation shape (token-shift ramps, decay spread over channels), with
-        small random low-rank factors and outputs instead of zeros so every path carries signal."""
+        """RWKV-LM's RWKV-7 initialisation (token-shift ramps, decay and in-context-rate spreads),
+        except that the low-rank factors and output projections start small and random rather
+        than zero, so every path carries signal from the first step (and in parity tests)."""
         gen = torch.Generator().manual_seed(seed)
         cfg = self.config
-        c, n_layer = cfg["n_embd"], cfg["n_layer"]
+        c, n_layer, n = cfg["n_embd"], cfg["n_layer"], cfg["head_size"]
 
         def rnd(t: torch.Tensor, std: float) -> None:
             t.copy_(torch.randn(t.shape, generator=gen) * std)
 
-        ddd = (torch.arange(c) / c).view(1, 1, c)
-        rnd(self.emb.weight, 1e-2)
+        def uni(t: torch.Tensor, bound: float) -> None:
+            t.copy_((torch.rand(t.shape, generator=gen) * 2 - 1) * bound)
+
+        idx = torch.arange(c, dtype=torch.float32)
+        ddd = (idx / c).view(1, 1, c)
+        linear = idx / (c - 1) - 0.5
+        zigzag = ((idx % n) - (n - 1) / 2) / ((n - 1) / 2)
+        zigzag = zigzag * zigzag.abs()
+        uni(self.emb.weight, 1e-4)
         rnd(self.head.weight, 0.5 / math.sqrt(c))
         for ln in [m for m in self.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))]:
             ln.weight.fill_(1.0)
@@ -238,22 +246,23 @@ class RWKV7(CausalLM):
                          (att.x_a, 0.9), (att.x_g, 0.2)):
                 p.copy_(1.0 - ddd.pow(e * r1))
             ffn.x_k.copy_(1.0 - ddd.pow(r1**4))
-            speed = -7 + 5 * (torch.arange(c) / max(1, c - 1)) ** (0.85 + 1.0 * r0**0.5)
-            att.w0.copy_(speed.view(1, 1, c) + 0.5)
-            att.a0.zero_()
-            att.k_k.fill_(0.85)
-            att.k_a.fill_(1.0)
-            rnd(att.r_k, 0.1)
+            www = -6 + 6 * (idx / (c - 1)) ** (1 + r0**0.3)
+            att.w0.copy_((www + 0.5 + zigzag * 2.5).view(1, 1, c))
+            att.a0.copy_((-0.19 + zigzag * 0.3 + linear * 0.4).view(1, 1, c))
+            att.k_k.copy_((0.71 - linear * 0.1).view(1, 1, c))
+            att.k_a.fill_(1.02)
+            att.r_k.fill_(-0.04)
             lora = [att.w1, att.w2, att.a1, att.a2, att.g1, att.g2]
             if i > 0:
-                att.v0.fill_(1.0)
+                att.v0.copy_((0.73 - linear * 0.4).view(1, 1, c))
                 lora += [att.v1, att.v2]
             for p in lora:
                 rnd(p, 0.1 / math.sqrt(p.shape[0]))
-            for lin in (att.receptance, att.key, att.value):
-                rnd(lin.weight, 1.0 / math.sqrt(c))
+            uni(att.receptance.weight, 0.5 / math.sqrt(c))
+            uni(att.key.weight, 0.5 / math.sqrt(c))
+            uni(att.value.weight, 0.5 / math.sqrt(c))
             rnd(att.output.weight, 0.1 / math.sqrt(c))
-            rnd(ffn.key.weight, 1.0 / math.sqrt(c))
+            uni(ffn.key.weight, 0.5 / math.sqrt(c))
             rnd(ffn.value.weight, 0.1 / math.sqrt(cfg["dim_ffn"]))
             att.ln_x.weight.fill_(((1 + i) / n_layer) ** 0.7)
 

@@ -42,6 +42,10 @@ def seed():
 @pytest.fixture
 def model_and_pth(tmp_path, seed):
     model = rwkv.from_config(tiny_config(), seed=seed)
+    with torch.no_grad():  # off the init's regular patterns: every parameter a distinct random value
+        gen = torch.Generator().manual_seed(seed + 1)
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
     # the .pth layout of BlinkDL's releases: our state_dict as is
     torch.save({k: t.clone() for k, t in model.state_dict().items()}, tmp_path / "rwkv7-tiny.pth")
     return model, tmp_path / "rwkv7-tiny.pth"
