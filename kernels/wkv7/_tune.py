@@ -1,4 +1,6 @@
-"""Launch configs picked on the GPU itself: the first call for a class of shapes times each
+"""Launch helpers shared by the WKV-7 kernels.
+
+Launch configs are picked on the GPU itself: the first call for a class of shapes times each
 candidate (triton.testing.do_bench) and keeps the fastest. Candidates that do not fit the
 device (shared memory, registers) are skipped. CPU, the interpreter, CUDA-graph capture and
 ARCHROUTER_WKV7_TUNE=0 take the first candidate, the heuristic default."""
@@ -12,6 +14,19 @@ from typing import Any
 import torch
 
 _CHOSEN: dict[tuple, Any] = {}
+_IDENTITY: dict[tuple, torch.Tensor] = {}
+
+
+def identity_slots(n: int, device: torch.device) -> torch.Tensor:
+    """slots = 0..n-1, cached: decode calls this every step, and a kernel launch for arange would
+    be a large part of a step's host time."""
+    key = (n, str(device))
+    if key in _IDENTITY:
+        return _IDENTITY[key]
+    slots = torch.arange(n, device=device, dtype=torch.int32)
+    if not (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        _IDENTITY[key] = slots  # (memory taken during a capture belongs to that graph: don't keep it)
+    return slots
 
 
 def bucket(n: int) -> int:

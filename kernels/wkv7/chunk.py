@@ -203,7 +203,7 @@ def chunk_wkv7(
     if n_chunks == 0:
         return y
     if slots is None:
-        slots = torch.arange(n_seq, device=dev, dtype=torch.int32)
+        slots = _tune.identity_slots(n_seq, dev)
     r, w, k, v, a, b = (x.contiguous() for x in (r, w, k, v, a, b))
     T_total = B * T
     f32 = dict(device=dev, dtype=torch.float32)

@@ -94,7 +94,7 @@ def fused_recurrent_wkv7(
         n_seq, equal_len = cu_seqlens.numel() - 1, False
         cu = cu_seqlens
     if slots is None:
-        slots = torch.arange(n_seq, device=r.device, dtype=torch.int32)
+        slots = _tune.identity_slots(n_seq, r.device)
     y = torch.empty_like(v)
 
     def launch(cfg: tuple[int, int]) -> None:
