@@ -193,6 +193,52 @@ def bench_prefill(cases, timer, device, fla_chunk, fla_why, deadline, smoke):
     return rows
 
 
+def bench_varlen(lens, width, timer, device, fla_chunk, fla_why, deadline) -> dict:
+    """One packed ragged batch (cu_seqlens), states in a pool larger than the batch at shuffled
+    slots; pool rows no sequence names must come back bit-identical."""
+    H, N = width // 64, 64
+    row = {"lens": lens, "width": width, "tokens": sum(lens)}
+    if time.time() > deadline:
+        row["skipped"] = "time budget"
+        return row
+    try:
+        cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], device=device)
+        x = make_inputs(1, sum(lens), H, N, torch.bfloat16, device, seed=len(lens))
+        n = len(lens)
+        pool0 = (torch.randn(2 * n, H, N, N, device=device) * 0.1).float()
+        slots = torch.randperm(2 * n, device=device)[:n].to(torch.int32)
+        pool = pool0.clone()
+        y = chunk_wkv7(*x, pool, slots, cu)
+        untouched = torch.ones(2 * n, dtype=torch.bool, device=device)
+        untouched[slots.long()] = False
+        row["untouched_rows_identical"] = bool(torch.equal(pool[untouched], pool0[untouched]))
+        s0 = int(slots[0])
+        ref_pool = pool0[s0 : s0 + 1].clone()
+        y_ref = naive_wkv7(*(t[:, : lens[0]] for t in x), ref_pool)
+        row["ours_err"] = rel_err(y[:, : lens[0]], y_ref)
+        row["ours_state_err"] = rel_err(pool[s0 : s0 + 1], ref_pool)
+        row["ours_ms"] = timer(lambda: chunk_wkv7(*x, pool, slots, cu))
+        row["ours_mtok_s"] = sum(lens) / (row["ours_ms"] * 1e-3) / 1e6
+        if fla_chunk is None:
+            row["fla"] = fla_why
+        else:
+            h0 = pool0[slots.long()].transpose(-1, -2).contiguous()
+            kw = {"cu_seqlens": cu, "cu_seqlens_cpu": cu.cpu(), "lower_bound": -math.exp(-0.5)}
+            try:
+                o, _ = fla_chunk(*x, scale=1.0, initial_state=h0, output_final_state=True, **kw)
+                row["fla_lb_err"] = rel_err(o[:, : lens[0]], y_ref)
+                row["fla_lb_ms"] = timer(lambda: fla_chunk(*x, scale=1.0, initial_state=h0,
+                                                           output_final_state=True, **kw))
+                row["ratio_ours_over_fla"] = row["fla_lb_ms"] / row["ours_ms"]
+            except Exception as e:
+                row["fla_error"] = f"{type(e).__name__}: {e}"[:300]
+    except Exception as e:
+        row["error"] = f"{type(e).__name__}: {e}"[:500]
+        traceback.print_exc()
+    print("varlen", json.dumps(row), flush=True)
+    return row
+
+
 def bench_decode(cases, timer, device, fla_rec, fla_why, deadline, copy_tbs):
     rows = []
     dtype = torch.bfloat16
@@ -348,6 +394,14 @@ def table(res) -> str:
             f"{fmt(r['ours_mtok_s'], '.2f'):>7} {fmt(r['ours_err'], '.1e'):>8} | {fmt(r.get('fla_ms')):>8} "
             f"{fmt(r.get('fla_lb_ms')):>9} {fmt(r.get('fla_lb_err', r.get('fla_err')), '.1e'):>8} | "
             f"{fmt(r.get('ratio_ours_over_fla'), '.2f'):>6} | {fmt(r.get('ref_ms'), '.1f'):>8}")
+    v = res.get("varlen") or {}
+    if v:
+        lines += ["", f"## varlen prefill: {len(v['lens'])} sequences, {v['tokens']} tokens, "
+                  f"width {v['width']}: "
+                  f"ours {fmt(v.get('ours_ms'))} ms ({fmt(v.get('ours_mtok_s'), '.2f')} Mtok/s, err "
+                  f"{fmt(v.get('ours_err'), '.1e')}, untouched pool rows identical: "
+                  f"{v.get('untouched_rows_identical')}); fla_lb {fmt(v.get('fla_lb_ms'))} ms; "
+                  f"ratio {fmt(v.get('ratio_ours_over_fla'), '.2f')} {v.get('error', '')}"]
     lines += ["", "## decode step (one token per sequence; ratio = fla_ms / ours_ms)",
               f"{'B':>4} {'width':>5} | {'ours ms':>8} {'TB/s':>5} {'/3.0':>5} {'/copy':>5} {'tok/s':>10} "
               f"{'err':>8} | {'fla ms':>8} {'fla TB/s':>8} | {'ratio':>6} | {'ref ms':>7}"]
@@ -418,6 +472,11 @@ def main() -> None:
         res["prefill"] = bench_prefill(SMOKE_PREFILL if args.smoke else PREFILL, timer, device, fla_chunk,
                                        fla_why, deadline, args.smoke)
         save()
+    if want("prefill"):
+        lens = [13, 40, 9] if args.smoke else [3000, 517, 8191, 64, 1, 2048, 4000, 1200]
+        res["varlen"] = bench_varlen(lens, 64 if args.smoke else 2048, timer, device, fla_chunk, fla_why,
+                                     deadline)
+        save()
     if want("decode"):
         res["decode"] = bench_decode(SMOKE_DECODE if args.smoke else DECODE, timer, device, fla_rec, fla_why,
                                      deadline, res["copy_tbs"])
@@ -431,6 +490,9 @@ def main() -> None:
         except Exception as e:
             res["cost_curve"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         print("cost_curve", json.dumps(res["cost_curve"]), flush=True)
+    from kernels.wkv7 import _tune
+
+    res["tuned_configs"] = _tune.chosen()
     res["elapsed_s"] = time.time() - t_start
     cc = res.get("cost_curve") or {}
     text = (table(res) + f"\n\n## cost curve ({cc.get('model')}, batch 1): "
