@@ -205,6 +205,8 @@ class RWKV7(CausalLM):
         allocate no state, so a step can be captured in a CUDA graph."""
         if cache is None:
             cache = self.init_cache(input_ids.shape[0])
+        elif cache.batch_size != input_ids.shape[0]:
+            raise ValueError(f"cache holds {cache.batch_size} sequences, input_ids {input_ids.shape[0]}")
         x = self.blocks[0].ln0(self.emb(input_ids))
         v_first = None
         for i, blk in enumerate(self.blocks):

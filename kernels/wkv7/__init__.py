@@ -6,7 +6,8 @@ writes `state_pool[slots[i]]` (fp32 [P, H, N_v, N_k]) in place; a negative slot 
 touches no state. Returns y shaped like v.
 
 CUDA tensors take Triton: the fused recurrent kernel when every sequence is one token (decode),
-the chunked kernel otherwise. Anything else takes the plain-PyTorch reference.
+the chunked kernel otherwise. CPU tensors and inputs that need gradients (the Triton kernels are
+forward-only) take the plain-PyTorch reference.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def wkv7(
     *,
     chunk_size: int = 32,
 ) -> torch.Tensor:
-    if not use_triton(r, state_pool):
+    # the Triton kernels are forward-only: training (inputs needing gradients) takes the reference
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (r, w, k, v, a, b))
+    if needs_grad or not use_triton(r, state_pool):
         return naive_wkv7(r, w, k, v, a, b, state_pool, slots, cu_seqlens)
     decode = r.shape[1] == 1 if cu_seqlens is None else r.shape[1] == cu_seqlens.numel() - 1
     # short prompts gain nothing from chunking; the recurrent kernel handles any length
