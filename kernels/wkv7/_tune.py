@@ -41,15 +41,18 @@ def chosen() -> dict[str, Any]:
 
 def pick(
     key: tuple,
-    candidates: Sequence[Any],
+    candidates: Sequence[Any] | Callable[[], Sequence[Any]],
     trial: Callable[[Any], object],
     device: torch.device,
     state: torch.Tensor | None = None,
 ) -> Any:
-    """`trial(cfg)` launches with one candidate; `state`, a tensor the kernel updates in place, is
-    put back as it was after timing."""
-    if key in _CHOSEN:
+    """The config for `key`. `candidates` (or a function making them) start with the default;
+    `trial(cfg)` launches with one; `state`, a tensor the kernel updates in place, is put back
+    as it was after timing."""
+    if key in _CHOSEN:  # the per-step fast path: one dict lookup
         return _CHOSEN[key]
+    if callable(candidates):
+        candidates = candidates()
     if (len(candidates) == 1 or device.type != "cuda" or os.environ.get("ARCHROUTER_WKV7_TUNE") == "0"
             or os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_current_stream_capturing()):
         return candidates[0]

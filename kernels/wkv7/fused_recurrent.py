@@ -110,9 +110,11 @@ def fused_recurrent_wkv7(
         return y
     # default: whole value rows per program when there are many (sequence, head) pairs, else split
     # them so enough programs stream the state; the tuner may pick better on the device
-    default = (V, max(1, min(8, V * N // 1024))) if n_seq * H >= 1024 else (max(16, V // 4), 1)
-    cfgs = [default, (16, 1), (32, 1), (32, 2), (64, 4), (64, 8)]  # (value rows per program, warps)
-    cfgs = [c for c in dict.fromkeys(cfgs) if c[0] <= V]
+    def cfgs() -> list[tuple[int, int]]:  # (value rows per program, warps)
+        default = (V, max(1, min(8, V * N // 1024))) if n_seq * H >= 1024 else (max(16, V // 4), 1)
+        cands = [default, (16, 1), (32, 1), (32, 2), (64, 4), (64, 8)]
+        return [c for c in dict.fromkeys(cands) if c[0] <= V]
+
     key = ("fused_recurrent", H, N, V, equal_len, T == 1, _tune.bucket(n_seq * H))
     launch(_tune.pick(key, cfgs, launch, r.device, state=state_pool))
     return y
