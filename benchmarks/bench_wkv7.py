@@ -62,10 +62,10 @@ SMOKE_DECODE = [(3, 64), (4, 128)]
 
 
 def make_inputs(B, T, H, N, dtype, device, seed=0):
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)  # on the device: the big cases are 10^8 numbers
 
     def rnd(*s):
-        return torch.randn(*s, generator=g).to(device)
+        return torch.randn(*s, generator=g, device=device)
 
     r, k, v = rnd(B, T, H, N), rnd(B, T, H, N) * 0.5, rnd(B, T, H, N)
     w = -math.exp(-0.5) * torch.sigmoid(rnd(B, T, H, N) * 2)  # RWKV-7's log-decay range
@@ -291,14 +291,18 @@ def bench_decode(cases, timer, device, fla_rec, fla_why, deadline, copy_tbs):
     return rows
 
 
-def bench_e2e(batches, timer, device, deadline, smoke):
-    """Decode tokens/s of a random-weight RWKV-7 (0.1B shape), WKV by our kernels vs by the
-    plain-PyTorch reference (ARCHROUTER_NO_TRITON=1); the rest of the model is the same code."""
+def e2e_model(device, smoke):
     from backends import rwkv
 
     cfg = rwkv.random_config("tiny" if smoke else "0.1b")
     dtype = torch.float32 if smoke else torch.bfloat16
-    model = rwkv.from_config(cfg, seed=0, device=device, dtype=dtype)
+    return rwkv.from_config(cfg, seed=0, device=device, dtype=dtype)
+
+
+def bench_e2e(model, batches, timer, device, deadline, smoke):
+    """Decode tokens/s of a random-weight RWKV-7 (0.1B shape), WKV by our kernels vs by the
+    plain-PyTorch reference (ARCHROUTER_NO_TRITON=1); the rest of the model is the same code."""
+    cfg = model.config
     rows = []
     prompt_len = 8 if smoke else 64
     for B in batches:
@@ -347,14 +351,10 @@ def bench_e2e(batches, timer, device, deadline, smoke):
     return rows
 
 
-def bench_cost_curve(timer, device, smoke) -> dict:
+def bench_cost_curve(model, timer, device, smoke) -> dict:
     """Batch-1 latency of the 0.1B config through our kernels, fitted as the catalogue's cost curve:
     prefill_ms = base + per_token * T (linear: no attention), decode_ms = constant (fixed-size state)."""
-    from backends import rwkv
-
-    cfg = rwkv.random_config("tiny" if smoke else "0.1b")
-    dtype = torch.float32 if smoke else torch.bfloat16
-    model = rwkv.from_config(cfg, seed=0, device=device, dtype=dtype)
+    cfg = model.config
     lengths = [16, 32, 64] if smoke else [64, 256, 1024, 4096]
     pts = []
     with torch.no_grad():
@@ -483,10 +483,11 @@ def main() -> None:
         save()
     if want("e2e"):
         batches = [1, 2] if args.smoke else E2E_BATCHES
-        res["e2e"] = bench_e2e(batches, timer, device, deadline + 30, args.smoke)
+        model = e2e_model(device, args.smoke)
+        res["e2e"] = bench_e2e(model, batches, timer, device, deadline + 30, args.smoke)
         save()
         try:
-            res["cost_curve"] = bench_cost_curve(timer, device, args.smoke)
+            res["cost_curve"] = bench_cost_curve(model, timer, device, args.smoke)
         except Exception as e:
             res["cost_curve"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         print("cost_curve", json.dumps(res["cost_curve"]), flush=True)
