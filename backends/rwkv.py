@@ -347,6 +347,37 @@ def load(
     return model.to(device=device, dtype=dtype).eval()
 
 
+def _vocab_rows(path: Path) -> tuple[int | None, str | None]:
+    """(embedding rows, config's tokenizer) of a checkpoint, without loading its weights."""
+    weights = _find_weights(path)
+    cfg_file = weights.parent / "config.json"
+    cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    if "vocab_size" in cfg or "tokenizer" in cfg:
+        return cfg.get("vocab_size"), cfg.get("tokenizer")
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            return f.get_slice("emb.weight").get_shape()[0], None
+    sd = torch.load(str(weights), map_location="cpu", weights_only=True, mmap=True)
+    return sd["emb.weight"].shape[0], None
+
+
+def load_tokenizer(checkpoint: str | Path | None = None) -> Any:
+    """The RWKV world tokenizer for world-vocabulary checkpoints (65536 rows, or config
+    "tokenizer": "rwkv_world"); otherwise whatever backends.tokenizer picks for the folder."""
+    if checkpoint is not None:
+        rows, name = _vocab_rows(Path(checkpoint))
+        if name == "rwkv_world" or (name is None and rows == WORLD_VOCAB):
+            from backends.rwkv_tokenizer import world_tokenizer
+
+            return world_tokenizer()
+    from backends.tokenizer import load_tokenizer as generic
+
+    folder = None if checkpoint is None else Path(checkpoint)
+    return generic(folder.parent if folder is not None and folder.is_file() else folder)
+
+
 def save(model: RWKV7, path: str | Path) -> None:
     """model.safetensors + config.json in `path` (a folder); tensor names are the `.pth` release's."""
     path = Path(path)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import ast
 import codecs
 import functools
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 VOCAB_FILE = Path(__file__).parent / "data" / "rwkv_vocab_v20230424.txt"
 END_OF_TEXT = 0
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class IncrementalDecoder:
+class WorldDecoder:
     """Token ids in, text out as soon as it is complete UTF-8 (a multi-byte character split
     across tokens is held back until its last byte arrives)."""
 
@@ -27,21 +29,26 @@ class IncrementalDecoder:
         self._tok = tokenizer
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-    def step(self, token_id: int) -> str:
-        return self._utf8.decode(self._tok.token_bytes(token_id))
+    def push(self, ids: Sequence[int]) -> str:
+        """Newly complete text after appending `ids`."""
+        return self._utf8.decode(b"".join(self._tok.token_bytes(i) for i in ids))
 
     def flush(self) -> str:
+        """Whatever is left (incomplete bytes become U+FFFD)."""
         return self._utf8.decode(b"", final=True)
 
 
 class WorldTokenizer:
+    """Same interface as backends/tokenizer.py's tokenizers (encode, decode, chat template as ids,
+    incremental decoder, vocab_size, bos_id, eos_ids)."""
+
     vocab_size = 65536  # the embedding's rows; ids above 65529 are never produced
-    bos_id = END_OF_TEXT
-    eos_ids: tuple[int, ...] = (END_OF_TEXT,)
-    #: where a chat reply ends (the next turn's header), for the generator's stop strings
+    bos_id: int | None = END_OF_TEXT  # RWKV's document separator: a prompt starts a new document
+    #: where a chat reply ends (the next turn's header): stop strings for chat requests
     chat_stop = ("\n\nUser:",)
 
     def __init__(self, vocab_file: str | Path = VOCAB_FILE):
+        self.eos_ids: set[int] = {END_OF_TEXT}
         self._id_to_bytes: dict[int, bytes] = {}
         # trie as flat arrays: node -> {byte: child}, node -> token id ending there (-1: none)
         self._children: list[dict[int, int]] = [{}]
@@ -84,8 +91,9 @@ class WorldTokenizer:
             i = best_end
         return out
 
-    def encode(self, text: str, add_bos: bool = False) -> list[int]:
-        ids = self.encode_bytes(text.encode("utf-8"))
+    def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
+        # lone surrogates (JSON allows "\ud800") have no UTF-8 form: they become U+FFFD
+        ids = self.encode_bytes(_LONE_SURROGATE.sub("\ufffd", text).encode("utf-8"))
         return [self.bos_id, *ids] if add_bos else ids
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -95,20 +103,24 @@ class WorldTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
 
-    def decoder(self) -> IncrementalDecoder:
-        return IncrementalDecoder(self)
+    def decoder(self) -> WorldDecoder:
+        return WorldDecoder(self)
 
-    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The chat prompt's ids (`chat_prompt`), after the document separator."""
+        return self.encode(self.chat_prompt(messages), add_bos=True)
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         """RWKV world chat format: "User: ...\\n\\nAssistant: ...\\n\\n", ending in "Assistant:".
         A blank line separates turns, so blank lines inside a message are folded to one newline
         (as ChatRWKV does)."""
         names = {"system": "System", "user": "User", "assistant": "Assistant"}
         parts = []
         for m in messages:
-            role = names.get(m["role"])
+            role = names.get(m.get("role"))
             if role is None:
-                raise ValueError(f"unknown chat role {m['role']!r}")
-            text = m["content"].strip().replace("\r\n", "\n")
+                raise ValueError(f"unknown chat role {m.get('role')!r}; expected one of {', '.join(names)}")
+            text = (m.get("content") or "").strip().replace("\r\n", "\n")
             while "\n\n" in text:
                 text = text.replace("\n\n", "\n")
             parts.append(f"{role}: {text}\n\n")

@@ -199,3 +199,18 @@ def test_gradients_flow_for_training(seed):
     assert grads["blocks.1.att.w0"].abs().sum() > 0 and grads["blocks.1.att.a0"].abs().sum() > 0
     with pytest.raises(ValueError):
         model(ids, model.init_cache(3))
+
+
+def test_world_vocabulary_checkpoints_get_the_world_tokenizer(tmp_path, seed):
+    from backends.rwkv_tokenizer import WorldTokenizer
+
+    cfg = tiny_config(n_layer=1, vocab_size=65536, tokenizer="rwkv_world")
+    model = rwkv.from_config(cfg, seed=seed)
+    torch.save(model.state_dict(), tmp_path / "world.pth")  # no config.json: inferred from emb rows
+    assert isinstance(rwkv.load_tokenizer(tmp_path / "world.pth"), WorldTokenizer)
+    rwkv.save(model, tmp_path / "st")
+    assert isinstance(rwkv.load_tokenizer(tmp_path / "st"), WorldTokenizer)
+    small = rwkv.from_config(tiny_config(n_layer=1), seed=seed)
+    rwkv.save(small, tmp_path / "byte")
+    generic = pytest.importorskip("backends.tokenizer")  # the byte-level tokenizer (another module)
+    assert isinstance(rwkv.load_tokenizer(tmp_path / "byte"), generic.ByteTokenizer)

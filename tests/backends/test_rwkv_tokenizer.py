@@ -60,29 +60,35 @@ def test_incremental_decoder_holds_back_split_characters(tok):
     # byte-level tokens split multi-byte characters; the decoder must never emit a partial one
     byte_ids = [b + 1 for b in "🤖".encode()]  # ids 1..256 are the single bytes 0..255
     dec = tok.decoder()
-    pieces = [dec.step(i) for i in byte_ids]
+    pieces = [dec.push([i]) for i in byte_ids]
     assert pieces[:3] == ["", "", ""] and pieces[3] == "🤖"
     dec = tok.decoder()
-    assert "".join(dec.step(i) for i in ids) + dec.flush() == text
+    assert "".join(dec.push([i]) for i in ids) + dec.flush() == text
     dec = tok.decoder()
-    assert dec.step(byte_ids[0]) == "" and dec.flush() == "\ufffd"  # dangling lead byte
+    assert dec.push(byte_ids[:1]) == "" and dec.flush() == "\ufffd"  # dangling lead byte
+    dec = tok.decoder()
+    assert dec.push(byte_ids[:2]) + dec.push(byte_ids[2:]) == "🤖"
 
 
 def test_special_ids_and_bos(tok):
     assert tok.encode("hi", add_bos=True)[0] == tok.bos_id == 0
     assert tok.decode([0, *tok.encode("hi"), 0]) == "hi"
-    assert tok.eos_ids == (0,) and tok.vocab_size == 65536
+    assert tok.eos_ids == {0} and tok.vocab_size == 65536
+    assert tok.decode(tok.encode("a\ud800b")) == "a\ufffdb"  # lone surrogate from JSON
 
 
 def test_chat_template(tok):
-    prompt = tok.apply_chat_template([
+    messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi!\n\n\nTwo paragraphs."},
         {"role": "assistant", "content": "Hello."},
         {"role": "user", "content": "Bye"},
-    ])
+    ]
+    prompt = tok.chat_prompt(messages)
     assert prompt == ("System: Be brief.\n\nUser: Hi!\nTwo paragraphs.\n\nAssistant: Hello.\n\n"
                       "User: Bye\n\nAssistant:")
+    ids = tok.apply_chat_template(messages)
+    assert ids == [0, *tok.encode(prompt)] and tok.decode(ids) == prompt
     with pytest.raises(ValueError):
         tok.apply_chat_template([{"role": "tool", "content": "x"}])
 
