@@ -76,9 +76,16 @@ class RWKVCache(Cache):
         return self.tensors[f"wkv.{i}"]
 
 
-def _shift(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """Each token's predecessor: the cached last token for position 0."""
-    return torch.cat([last.unsqueeze(1).to(x.dtype), x[:, :-1]], 1)
+def _shift(x: torch.Tensor, shift: torch.Tensor, slots: torch.Tensor | None) -> torch.Tensor:
+    """Each token's predecessor (the cached last token for position 0); then the cache keeps x's
+    last token. With `slots`, the cache is a pool and row i of x is pool row slots[i]."""
+    last = shift if slots is None else shift[slots]
+    prev = torch.cat([last.unsqueeze(1).to(x.dtype), x[:, :-1]], 1)
+    if slots is None:
+        shift.copy_(x[:, -1])
+    else:
+        shift[slots] = x[:, -1].to(shift.dtype)
+    return prev
 
 
 class TimeMix(nn.Module):
@@ -111,12 +118,12 @@ class TimeMix(nn.Module):
         self.ln_x = nn.GroupNorm(self.n_head, c, eps=_GROUP_NORM_EPS)
 
     def forward(
-        self, x: torch.Tensor, shift: torch.Tensor, state: torch.Tensor, v_first: torch.Tensor | None
+        self, x: torch.Tensor, shift: torch.Tensor, state: torch.Tensor, v_first: torch.Tensor | None,
+        slots: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
-        xx = _shift(x, shift) - x
-        shift.copy_(x[:, -1])
+        xx = _shift(x, shift, slots) - x
         mixes = (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)
         xr, xw, xk, xv, xa, xg = (x + xx * m for m in mixes)
 
@@ -136,7 +143,7 @@ class TimeMix(nn.Module):
 
         heads = (B, T, H, N)
         y = wkv7(r.view(heads), log_w.view(heads), k.view(heads), v.view(heads),
-                 -kk, kk * a.view(heads), state)
+                 -kk, kk * a.view(heads), state, slots)
         y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
         bonus = (r * k * self.r_k.view(1, 1, C)).view(heads).sum(-1, keepdim=True) * v.view(heads)
         y = y + bonus.view(B, T, C)
@@ -151,9 +158,10 @@ class ChannelMix(nn.Module):
         self.key = nn.Linear(c, cfg["dim_ffn"], bias=False)
         self.value = nn.Linear(cfg["dim_ffn"], c, bias=False)
 
-    def forward(self, x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        xx = _shift(x, shift) - x
-        shift.copy_(x[:, -1])
+    def forward(
+        self, x: torch.Tensor, shift: torch.Tensor, slots: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        xx = _shift(x, shift, slots) - x
         k = torch.relu(self.key(x + xx * self.x_k)) ** 2
         return self.value(k)
 
@@ -199,20 +207,28 @@ class RWKV7(CausalLM):
         return RWKVCache(tensors)
 
     def forward(
-        self, input_ids: torch.Tensor, cache: RWKVCache | None = None
+        self, input_ids: torch.Tensor, cache: RWKVCache | None = None, slots: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, RWKVCache]:
         """Logits [B, T, vocab]. The cache is updated in place (and returned): decode steps
-        allocate no state, so a step can be captured in a CUDA graph."""
+        allocate no state, so a step can be captured in a CUDA graph.
+
+        `slots` (optional, [B] distinct pool rows): the cache is a state pool with any number of
+        rows and input row i reads and writes row slots[i]; the WKV kernels index the pool
+        directly, so batching sequences needs no gather/concat of their states."""
         if cache is None:
+            if slots is not None:
+                raise ValueError("slots index into a cache: pass the pool")
             cache = self.init_cache(input_ids.shape[0])
-        elif cache.batch_size != input_ids.shape[0]:
+        elif slots is None and cache.batch_size != input_ids.shape[0]:
             raise ValueError(f"cache holds {cache.batch_size} sequences, input_ids {input_ids.shape[0]}")
+        if slots is not None:
+            slots = slots.to(device=input_ids.device, dtype=torch.long)
         x = self.blocks[0].ln0(self.emb(input_ids))
         v_first = None
         for i, blk in enumerate(self.blocks):
-            out, v_first = blk.att(blk.ln1(x), cache.att_shift(i), cache.wkv(i), v_first)
+            out, v_first = blk.att(blk.ln1(x), cache.att_shift(i), cache.wkv(i), v_first, slots)
             x = x + out
-            x = x + blk.ffn(blk.ln2(x), cache.ffn_shift(i))
+            x = x + blk.ffn(blk.ln2(x), cache.ffn_shift(i), slots)
         return self.head(self.ln_out(x)), cache
 
     @torch.no_grad()

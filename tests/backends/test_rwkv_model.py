@@ -214,3 +214,26 @@ def test_world_vocabulary_checkpoints_get_the_world_tokenizer(tmp_path, seed):
     rwkv.save(small, tmp_path / "byte")
     generic = pytest.importorskip("backends.tokenizer")  # the byte-level tokenizer (another module)
     assert isinstance(rwkv.load_tokenizer(tmp_path / "byte"), generic.ByteTokenizer)
+
+
+def test_slots_index_a_state_pool(seed):
+    """Two sequences living at rows 3 and 1 of a 5-row pool whose other rows hold other tenants'
+    state: prefill and decode through `slots` give the logits of separate fresh caches, and the
+    rows no sequence owns stay bit-identical."""
+    model = rwkv.from_config(tiny_config(), seed=seed)
+    ids = torch.randint(0, 300, (2, 12))
+    slots = torch.tensor([3, 1])
+    pool = model.init_cache(5)
+    for t in pool.tensors.values():
+        t.normal_()
+        t[slots] = 0  # the two sequences start fresh
+    before = {k: t.clone() for k, t in pool.tensors.items()}
+    with torch.no_grad():
+        want = [model(ids[i : i + 1])[0] for i in range(2)]
+        pre, _ = model(ids[:, :9], pool, slots=slots)
+        steps = [model(ids[:, t : t + 1], pool, slots=slots)[0] for t in range(9, 12)]
+    got = torch.cat([pre, *steps], 1)
+    for i in range(2):
+        assert (got[i] - want[i][0]).abs().max() < ATOL
+    for k, t in pool.tensors.items():
+        assert torch.equal(t[[0, 2, 4]], before[k][[0, 2, 4]])
