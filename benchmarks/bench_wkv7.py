@@ -433,11 +433,14 @@ def table(res) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under TRITON_INTERPRET=1")
-    ap.add_argument("--budget-s", type=float, default=200.0, help="skip remaining cases after this long")
+    ap.add_argument("--budget-s", type=float, default=210.0,
+                    help="cases starting later than this are skipped (prefill gets half, decode a fifth)")
     ap.add_argument("--only", default=None, help="comma-separated sections: prefill,decode,e2e")
     args = ap.parse_args()
     t_start = time.time()
-    deadline = t_start + args.budget_s
+    # each section gets a share of the budget, so a slow one cannot starve the next
+    deadline = {"prefill": t_start + 0.5 * args.budget_s, "decode": t_start + 0.72 * args.budget_s,
+                "e2e": t_start + args.budget_s}
     out = Path(os.environ.get("OUT", "./bench-out"))
     out.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available() and not args.smoke
@@ -470,21 +473,21 @@ def main() -> None:
     res["copy_tbs"] = bench_copy(timer, device)
     if want("prefill"):
         res["prefill"] = bench_prefill(SMOKE_PREFILL if args.smoke else PREFILL, timer, device, fla_chunk,
-                                       fla_why, deadline, args.smoke)
+                                       fla_why, deadline["prefill"], args.smoke)
         save()
     if want("prefill"):
         lens = [13, 40, 9] if args.smoke else [3000, 517, 8191, 64, 1, 2048, 4000, 1200]
         res["varlen"] = bench_varlen(lens, 64 if args.smoke else 2048, timer, device, fla_chunk, fla_why,
-                                     deadline)
+                                     deadline["prefill"] + 10)
         save()
     if want("decode"):
         res["decode"] = bench_decode(SMOKE_DECODE if args.smoke else DECODE, timer, device, fla_rec, fla_why,
-                                     deadline, res["copy_tbs"])
+                                     deadline["decode"], res["copy_tbs"])
         save()
     if want("e2e"):
         batches = [1, 2] if args.smoke else E2E_BATCHES
         model = e2e_model(device, args.smoke)
-        res["e2e"] = bench_e2e(model, batches, timer, device, deadline + 30, args.smoke)
+        res["e2e"] = bench_e2e(model, batches, timer, device, deadline["e2e"], args.smoke)
         save()
         try:
             res["cost_curve"] = bench_cost_curve(model, timer, device, args.smoke)
