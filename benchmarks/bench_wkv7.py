@@ -160,6 +160,13 @@ def bench_prefill(cases, timer, device, fla_chunk, fla_why, deadline, smoke):
                 if best is None or ms < best[1]:
                     best = (C, ms, err, serr)
             row["ours_chunk"], row["ours_ms"], row["ours_err"], row["ours_state_err"] = best
+            # the same with bf16 scratch between the kernels (less memory traffic, bf16-rounded intermediates)
+            pool = s0.clone()
+            y = chunk_wkv7(*x, pool, chunk_size=best[0], scratch_dtype=torch.bfloat16)
+            row["ours_bf16s_err"] = rel_err(y[:1], y_ref)
+            row["ours_bf16s_state_err"] = rel_err(pool[:1], ref_pool)
+            row["ours_bf16s_ms"] = timer(lambda pool=pool, x=x, C=best[0]: chunk_wkv7(
+                *x, pool, chunk_size=C, scratch_dtype=torch.bfloat16))
             row["ours_ok"] = best[2] <= REL_TOL and best[3] <= REL_TOL
             row["ours_mtok_s"] = B * T / (best[1] * 1e-3) / 1e6
             if T * B <= 8192:  # the reference's per-token Python loop: time it only where it is short
@@ -381,9 +388,11 @@ def table(res) -> str:
     lines = [f"# bench_wkv7 on {env['device']} (torch {env['torch']}, triton {env['triton']})",
              f"# command: {res['env']['command']}",
              f"# device copy measured: {fmt(res.get('copy_tbs'), '.2f')} TB/s", "",
-             "## prefill (bf16 in, fp32 state; ratio = fla_best_ms / ours_ms, >1 means ours faster)",
+             "## prefill (bf16 in, fp32 state; ratio = fla_best_ms / ours_ms, >1 means ours faster; "
+             "bf16s = ours with bf16 scratch between its two kernels)",
              f"{'B':>3} {'T':>6} {'width':>5} | {'ours ms':>8} {'C':>3} {'Mtok/s':>7} {'err':>8} | "
-             f"{'fla ms':>8} {'fla_lb ms':>9} {'fla err':>8} | {'ratio':>6} | {'ref ms':>8}"]
+             f"{'bf16s ms':>8} {'err':>8} | {'fla ms':>8} {'fla_lb ms':>9} {'fla err':>8} | {'ratio':>6} | "
+             f"{'ref ms':>8}"]
     for r in res["prefill"]:
         if "skipped" in r or "error" in r:
             why = r.get("skipped") or r.get("error")
@@ -391,7 +400,9 @@ def table(res) -> str:
             continue
         lines.append(
             f"{r['batch']:>3} {r['length']:>6} {r['width']:>5} | {fmt(r['ours_ms']):>8} {r['ours_chunk']:>3} "
-            f"{fmt(r['ours_mtok_s'], '.2f'):>7} {fmt(r['ours_err'], '.1e'):>8} | {fmt(r.get('fla_ms')):>8} "
+            f"{fmt(r['ours_mtok_s'], '.2f'):>7} {fmt(r['ours_err'], '.1e'):>8} | "
+            f"{fmt(r.get('ours_bf16s_ms')):>8} {fmt(r.get('ours_bf16s_err'), '.1e'):>8} | "
+            f"{fmt(r.get('fla_ms')):>8} "
             f"{fmt(r.get('fla_lb_ms')):>9} {fmt(r.get('fla_lb_err', r.get('fla_err')), '.1e'):>8} | "
             f"{fmt(r.get('ratio_ours_over_fla'), '.2f'):>6} | {fmt(r.get('ref_ms'), '.1f'):>8}")
     v = res.get("varlen") or {}

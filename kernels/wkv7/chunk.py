@@ -72,17 +72,17 @@ def _chunk_prepare(
     G_last = tl.sum(b_w, axis=0)  # padded rows have w = 0
     G_excl = G - b_w
     b_b = tl.load(b + off_k, mask=mk, other=0.0).to(tl.float32)
-    tl.store(Bb + off_k, b_b * tl.exp(G_last[None, :] - G), mask=mk)
+    tl.store(Bb + off_k, (b_b * tl.exp(G_last[None, :] - G)).to(Bb.dtype.element_ty), mask=mk)
     B_h = b_b * tl.exp(-G)
     b_k = tl.load(k + off_k, mask=mk, other=0.0).to(tl.float32)
-    tl.store(Kb + off_k, b_k * tl.exp(G_last[None, :] - G), mask=mk)
+    tl.store(Kb + off_k, (b_k * tl.exp(G_last[None, :] - G)).to(Kb.dtype.element_ty), mask=mk)
     K_h = b_k * tl.exp(-G)
     R_t = tl.load(r + off_k, mask=mk, other=0.0).to(tl.float32) * tl.exp(G)
-    tl.store(Rt + off_k, R_t, mask=mk)
+    tl.store(Rt + off_k, R_t.to(Rt.dtype.element_ty), mask=mk)
     M_rb = tl.where(row >= col, tl.dot(R_t, tl.trans(B_h), input_precision=PREC), 0.0)
-    tl.store(Mrb + off_c, M_rb, mask=mk)
+    tl.store(Mrb + off_c, M_rb.to(Mrb.dtype.element_ty), mask=mk)
     M_rk = tl.where(row >= col, tl.dot(R_t, tl.trans(K_h), input_precision=PREC), 0.0)
-    tl.store(Mrk + off_c, M_rk, mask=mk)
+    tl.store(Mrk + off_c, M_rk.to(Mrk.dtype.element_ty), mask=mk)
     A_t = tl.load(a + off_k, mask=mk, other=0.0).to(tl.float32) * tl.exp(G_excl)
     L_ab = tl.where(row > col, tl.dot(A_t, tl.trans(B_h), input_precision=PREC), 0.0)
     L_ak = tl.where(row > col, tl.dot(A_t, tl.trans(K_h), input_precision=PREC), 0.0)
@@ -94,10 +94,10 @@ def _chunk_prepare(
         P = tl.dot(P, P, input_precision=PREC)
         Tm = Tm + tl.dot(Tm, P, input_precision=PREC)
 
-    tl.store(W_ + off_k, tl.dot(Tm, A_t, input_precision=PREC), mask=mk)
+    tl.store(W_ + off_k, tl.dot(Tm, A_t, input_precision=PREC).to(W_.dtype.element_ty), mask=mk)
     b_v = tl.load(v + off_v, mask=mk, other=0.0).to(tl.float32)
     b_U0 = tl.dot(Tm, tl.dot(L_ak, b_v, input_precision=PREC), input_precision=PREC)
-    tl.store(U0 + off_v, b_U0, mask=mk)
+    tl.store(U0 + off_v, b_U0.to(U0.dtype.element_ty), mask=mk)
     tl.store(gamma + i_c * H * N + i_h * N + o_n, tl.exp(G_last))
 
 
@@ -148,17 +148,17 @@ def _chunk_scan(
         off_k = (t0 + o_t)[:, None] * H * N + i_h * N + o_n[None, :]
         off_v = (t0 + o_t)[:, None] * H * V + i_h * V + o_v[None, :]
         off_c = (t0 + o_t)[:, None] * H * C + i_h * C + o_t[None, :]
-        b_W = tl.load(W_ + off_k, mask=mk, other=0.0)
-        b_R = tl.load(Rt + off_k, mask=mk, other=0.0)
-        b_U = tl.dot(b_W, s, input_precision=PREC) + tl.load(U0 + off_v, mask=mk, other=0.0)
+        b_W = tl.load(W_ + off_k, mask=mk, other=0.0).to(tl.float32)
+        b_R = tl.load(Rt + off_k, mask=mk, other=0.0).to(tl.float32)
+        b_U = tl.dot(b_W, s, input_precision=PREC) + tl.load(U0 + off_v, mask=mk, other=0.0).to(tl.float32)
         b_v = tl.load(v + off_v, mask=mk, other=0.0).to(tl.float32)
         b_y = tl.dot(b_R, s, input_precision=PREC)
-        b_y += tl.dot(tl.load(Mrb + off_c, mask=mk, other=0.0), b_U, input_precision=PREC)
-        b_y += tl.dot(tl.load(Mrk + off_c, mask=mk, other=0.0), b_v, input_precision=PREC)
+        b_y += tl.dot(tl.load(Mrb + off_c, mask=mk, other=0.0).to(tl.float32), b_U, input_precision=PREC)
+        b_y += tl.dot(tl.load(Mrk + off_c, mask=mk, other=0.0).to(tl.float32), b_v, input_precision=PREC)
         tl.store(y + off_v, b_y.to(y.dtype.element_ty), mask=mk)
         g = tl.load(gamma + (c0 + j) * H * N + i_h * N + o_n)
-        b_B = tl.load(Bb + off_k, mask=mk, other=0.0)
-        b_K = tl.load(Kb + off_k, mask=mk, other=0.0)
+        b_B = tl.load(Bb + off_k, mask=mk, other=0.0).to(tl.float32)
+        b_K = tl.load(Kb + off_k, mask=mk, other=0.0).to(tl.float32)
         s = g[:, None] * s + tl.dot(tl.trans(b_B), b_U, input_precision=PREC)
         s += tl.dot(tl.trans(b_K), b_v, input_precision=PREC)
 
@@ -177,11 +177,14 @@ def chunk_wkv7(
     cu_seqlens: torch.Tensor | None = None,
     *,
     chunk_size: int = 32,
+    scratch_dtype: torch.dtype = torch.float32,
     block_v: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
     """Same contract as `naive_wkv7` ([B, T, H, N], or [1, T_total, H, N] + cu_seqlens; w is log decay;
-    the state pool is updated in place); `chunk_size` is 16, 32 or 64."""
+    the state pool is updated in place); `chunk_size` is 16, 32 or 64. `scratch_dtype` holds the
+    per-chunk intermediates between the two kernels (bf16 halves their memory traffic, at bf16
+    rounding of each; the state and all arithmetic stay fp32)."""
     B, T, H, N = r.shape
     V = v.shape[-1]
     C = chunk_size
@@ -206,11 +209,11 @@ def chunk_wkv7(
         slots = _tune.identity_slots(n_seq, dev)
     r, w, k, v, a, b = (x.contiguous() for x in (r, w, k, v, a, b))
     T_total = B * T
-    f32 = dict(device=dev, dtype=torch.float32)
-    W_, Rt, Bb, Kb = (torch.empty(T_total, H, N, **f32) for _ in range(4))
-    U0 = torch.empty(T_total, H, V, **f32)
-    Mrb, Mrk = (torch.empty(T_total, H, C, **f32) for _ in range(2))
-    gamma = torch.empty(n_chunks, H, N, **f32)
+    scratch = dict(device=dev, dtype=scratch_dtype)
+    W_, Rt, Bb, Kb = (torch.empty(T_total, H, N, **scratch) for _ in range(4))
+    U0 = torch.empty(T_total, H, V, **scratch)
+    Mrb, Mrk = (torch.empty(T_total, H, C, **scratch) for _ in range(2))
+    gamma = torch.empty(n_chunks, H, N, device=dev, dtype=torch.float32)
     # fp32 inputs get full-precision matmuls; bf16/fp16 inputs accept tf32
     prec = "ieee" if r.dtype == torch.float32 else "tf32"
 
@@ -222,7 +225,7 @@ def chunk_wkv7(
         )
 
     prep_cfgs = [(8, 1), (4, 1)] if C <= 32 else [(8, 1), (16, 1)]  # (warps, stages)
-    prepare(_tune.pick(("prepare", H, N, V, C, prec, equal_len), prep_cfgs, prepare, dev))
+    prepare(_tune.pick(("prepare", H, N, V, C, prec, equal_len, scratch_dtype), prep_cfgs, prepare, dev))
 
     def scan(cfg: tuple[int, int, int]) -> None:
         bv, nw, ns = cfg
@@ -239,8 +242,8 @@ def chunk_wkv7(
     scan_cfgs = [(min(V, 64) if wide else 16, 8, 1), (16, 8, 1), (64, 8, 1), (32, 8, 1), (16, 4, 2),
                  (64, 8, 2)]  # (value rows per program, warps, stages)
     scan_cfgs = [c for c in dict.fromkeys(scan_cfgs) if c[0] <= V]
-    cfg = _tune.pick(("scan", H, N, V, C, prec, equal_len, _tune.bucket(n_seq * H)), scan_cfgs, scan, dev,
-                     state=state_pool)
+    key = ("scan", H, N, V, C, prec, equal_len, scratch_dtype, _tune.bucket(n_seq * H))
+    cfg = _tune.pick(key, scan_cfgs, scan, dev, state=state_pool)
     scan(cfg)
     return y
 

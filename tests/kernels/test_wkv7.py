@@ -57,6 +57,20 @@ def test_chunk_matches_reference_with_state_in_and_out(dtype, chunk, gen):
     assert y.dtype == dtype
 
 
+def test_chunk_bf16_scratch(gen):
+    """Intermediates stored in bf16 between the two kernels: each rounded to 2^-8 relative, with
+    sums of several such terms per output; the state and arithmetic stay fp32 -> max error within
+    2e-2 of the outputs' (and states') largest magnitude."""
+    B, T, H, N = 2, 45, 2, 32
+    x = make_inputs(B, T, H, N, torch.bfloat16, gen)
+    s0 = torch.randn(B, H, N, N, generator=gen) * 0.3
+    ref_pool, pool = s0.clone(), s0.clone()
+    y_ref = naive_wkv7(*x, ref_pool)
+    y = chunk_wkv7(*x, pool, chunk_size=16, scratch_dtype=torch.bfloat16)
+    assert (y.float() - y_ref.float()).abs().max() < 2e-2 * y_ref.float().abs().max()
+    assert (pool - ref_pool).abs().max() < 2e-2 * ref_pool.abs().max()
+
+
 def test_chunk_size_64_and_one_token_sequence(gen):
     x = make_inputs(1, 70, 1, 64, gen=gen)
     pool_ref, pool = torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64)
