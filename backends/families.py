@@ -27,3 +27,15 @@ def family_module(family: str) -> ModuleType:
 
 def load(family: str, path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> CausalLM:
     return family_module(family).load(path, device=device, dtype=dtype)
+
+
+def init_random(family: str, preset: str, path: str | Path, *, seed: int = 0) -> CausalLM:
+    """Write a randomly initialised checkpoint of `preset` size in the family's format."""
+    mod = family_module(family)
+    torch.manual_seed(seed)
+    model = mod.from_config(mod.random_config(preset))
+    mod.save(model, path)
+    (Path(path) / "init.json").write_text(
+        f'{{"trained": false, "family": "{family}", "preset": "{preset}", "seed": {seed}}}\n'
+    )
+    return model

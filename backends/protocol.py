@@ -65,6 +65,9 @@ class ContextLengthExceeded(BackendError):
         )
         self.prompt_tokens, self.limit, self.backend = prompt_tokens, limit, backend
 
+    def __reduce__(self):  # crosses Ray's process boundary intact
+        return type(self), (self.prompt_tokens, self.limit, self.backend)
+
 
 class BackendOverloaded(BackendError):
     """The backend's queue is full; retry later or use a fallback."""

@@ -1,0 +1,180 @@
+"""The `archrouter` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Architecture-aware LLM router.")
+policy_app = typer.Typer(no_args_is_help=True, help="Check and try routing policies.")
+classifier_app = typer.Typer(no_args_is_help=True, help="Train the task classifier.")
+app.add_typer(policy_app, name="policy")
+app.add_typer(classifier_app, name="classifier")
+
+
+def _eval_app() -> typer.Typer:
+    from evals.cli import app as evals_app
+
+    return evals_app
+
+
+app.add_typer(_eval_app(), name="eval", help="Evaluate routing policies offline (same as python -m evals).")
+
+
+@app.command()
+def serve(
+    embedded: Annotated[bool, typer.Option(help="One process, no Ray: router and engines together.")] = False,
+    host: Annotated[str | None, typer.Option(help="Bind address [ARCHROUTER_HOST, 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [ARCHROUTER_PORT, 8000].")] = None,
+    policy: Annotated[str | None, typer.Option(help="Policy file [ARCHROUTER_POLICY].")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device for embedded engines.")] = None,
+) -> None:
+    """Serve the OpenAI-compatible API."""
+    import uvicorn
+
+    from router.app import create_app
+    from router.settings import Settings
+
+    overrides = {k: v for k, v in dict(host=host, port=port, policy=policy, device=device).items() if v is not None}
+    settings = Settings(**overrides)
+    if not embedded:
+        typer.echo("Only embedded mode is available in this version: run `archrouter serve --embedded`.", err=True)
+        raise typer.Exit(2)
+    app_ = create_app(settings)
+    if not app_.state.router.keys.enabled and not _is_loopback(settings.host):
+        typer.echo(f"archrouter: no API keys configured, so binding to 127.0.0.1 instead of {settings.host} "
+                   "(set ARCHROUTER_KEYS_FILE or ARCHROUTER_API_KEYS to serve other hosts)", err=True)
+        settings.host = "127.0.0.1"
+    elif not app_.state.router.keys.enabled:
+        typer.echo("archrouter: no API keys configured; serving loopback only", err=True)
+    typer.echo(f"archrouter: serving {settings.policy} at http://{settings.host}:{settings.port}/v1", err=True)
+    # SIGTERM: uvicorn stops accepting, then gives in-flight streams the grace period to finish
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored as salted hashes).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Option(help="Who the key is for.")],
+    file: Annotated[Path, typer.Option(help="Keys file (YAML).")] = Path("config/keys.yaml"),
+    backends: Annotated[str | None, typer.Option(help="Comma-separated backends this key may use.")] = None,
+    admin: Annotated[bool, typer.Option(help="May call /admin/*.")] = False,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute.")] = None,
+) -> None:
+    """Create a key, store its salted hash, print the key once."""
+    import yaml
+
+    from router.auth import KeyRecord, KeysFile, new_key
+
+    data = KeysFile.model_validate(yaml.safe_load(file.read_text()) or {}) if file.exists() else KeysFile()
+    kid, key, hashed = new_key()
+    data.keys.append(KeyRecord(id=kid, name=name, hash=hashed, admin=admin, rpm=rpm, tpm=tpm,
+                               backends=backends.split(",") if backends else None))
+    file.write_text(yaml.safe_dump(data.model_dump(exclude_none=True), sort_keys=False))
+    typer.echo(key)
+
+
+@policy_app.command("check")
+def policy_check(files: Annotated[list[Path], typer.Argument(help="Policy YAML files.")]) -> None:
+    """Validate policy files; exit 1 listing every error with its file and line."""
+    from policies.loader import PolicyError, load_policy
+
+    bad = False
+    for f in files:
+        try:
+            p = load_policy(f)
+        except PolicyError as exc:
+            bad = True
+            typer.echo(str(exc), err=True)
+        else:
+            typer.echo(f"{f}: ok ({p.id}: {len(p.backends)} backends, {len(p.rules)} rules)")
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+def route(
+    prompt: Annotated[str, typer.Option(help="The prompt (user message) to route.")],
+    policy: Annotated[Path, typer.Option(help="Policy file.")] = Path("config/policy.yaml"),
+    max_tokens: Annotated[int, typer.Option(help="Expected output length.")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+) -> None:
+    """Show which backend a prompt goes to, the rule that fired and why earlier rules did not."""
+    from policies.loader import PolicyError, load_policy
+
+    try:
+        pol = load_policy(policy)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    features = pol.features(messages=[{"role": "user", "content": prompt}], prompt=None, max_tokens=max_tokens,
+                            metadata={}, session_id=None)
+    decision = pol.decide(features)
+    if as_json:
+        typer.echo(json.dumps({"decision": decision.to_dict(), "features": features.to_dict()}, indent=2))
+        return
+    typer.echo(f"backend: {decision.backend}   rule: {decision.rule}   policy: {decision.policy}")
+    typer.echo(f"reason: {decision.reason}")
+    typer.echo(f"fallbacks: {', '.join(decision.fallbacks) or '-'}")
+    typer.echo(f"task: {features.task} ({features.task_probs[features.task]:.2f})   "
+               f"state_tracking: {features.state_tracking:.2f}   prompt_tokens: {features.prompt_tokens}")
+    for t in decision.trace:
+        typer.echo(f"  {'FIRED' if t.fired else 'no   '} {t.rule}: {t.why}")
+
+
+@classifier_app.command("train")
+def classifier_train(
+    data: Annotated[Path, typer.Option(help="Labelled JSONL (training split).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    test: Annotated[Path | None, typer.Option(help="Held-out labelled JSONL to score.")] = None,
+) -> None:
+    """Train the task classifier from labelled prompts and save it (JSON, no pickle)."""
+    from policies.classifier import train_file
+
+    metrics = train_file(data, out, test=test)
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+@app.command("init-models")
+def init_models(
+    policy: Annotated[Path, typer.Option(help="Policy whose catalogue to initialise.")] = Path("config/policy.yaml"),
+    force: Annotated[bool, typer.Option(help="Overwrite existing checkpoints.")] = False,
+) -> None:
+    """Create random-weight checkpoints for catalogue entries that have none (until trained ones exist)."""
+    from backends.families import init_random
+    from policies.loader import load_policy
+
+    pol = load_policy(policy)
+    for name, spec in pol.backends.items():
+        path = Path(spec.checkpoint)
+        if (path / "config.json").exists() and not force:
+            continue
+        if spec.init is None:
+            typer.echo(f"{name}: no checkpoint at {path} and no `init` preset in the catalogue", err=True)
+            raise typer.Exit(1)
+        model = init_random(spec.family, spec.init.preset, path, seed=spec.init.seed)
+        typer.echo(f"{name}: wrote random {spec.family}/{spec.init.preset} "
+                   f"({model.num_parameters() / 1e6:.1f}M parameters) to {path}")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,40 @@
+"""Server settings: CLI flags, else ARCHROUTER_* environment variables, else defaults."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARCHROUTER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    policy: str = "config/policy.yaml"
+    device: str = "cpu"
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "ARCHROUTER_REDIS_URL"))
+    decision_stream: str = "archrouter:decisions"
+    decision_stream_maxlen: int = 100_000
+    log_format: str = "auto"  # json | console | auto (console on a terminal)
+    watch_policy: bool = True
+
+    # keys: a YAML file of salted hashes (`archrouter keys add`), and/or plaintext keys from the environment
+    keys_file: str | None = None
+    api_keys: str | None = None  # ARCHROUTER_API_KEYS: comma-separated ar-<id>-<secret>
+    admin_key: str | None = None  # ARCHROUTER_ADMIN_KEY
+    # per-key budgets (a key's own rpm/tpm in the keys file wins)
+    rpm: int = 600
+    tpm: int = 2_000_000
+    # limits on input
+    max_body_bytes: int = 1 << 20
+    max_json_depth: int = 32
+    max_messages: int = 256
+    max_tokens_cap: int = 4096
+    # time limits
+    request_timeout_s: float = 300.0  # whole generation, first token to last
+    shutdown_grace_s: float = 30.0  # SIGTERM: in-flight streams get this long to finish
+    # fallbacks: a backend failing `cooldown_failures` times within `cooldown_window_s` sits out `cooldown_s`
+    cooldown_failures: int = 3
+    cooldown_window_s: float = 60.0
+    cooldown_s: float = 30.0

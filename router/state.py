@@ -1,0 +1,76 @@
+"""What one router process holds: settings, policy, backends, keys, limits, logs, metrics."""
+
+from __future__ import annotations
+
+import time
+
+from router import schemas
+from router.auth import KeyStore, Principal, forbidden_backend
+from router.cooldown import Cooldowns
+from router.decision_log import DecisionLog
+from router.errors import APIError
+from router.metrics import Metrics
+from router.policy_holder import PolicyHolder
+from router.pool import BackendPool, ClientFactory
+from router.ratelimit import RateLimiter
+from router.settings import Settings
+
+
+class Router:
+    def __init__(self, settings: Settings, factory: ClientFactory):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.pool = BackendPool(factory)
+        self.policies = PolicyHolder(settings.policy, self.pool, self.metrics)
+        self.decisions = DecisionLog(
+            self.metrics, settings.redis_url, settings.decision_stream, settings.decision_stream_maxlen
+        )
+        self.keys = KeyStore.from_config(settings.keys_file, settings.api_keys, settings.admin_key)
+        self.limiter = RateLimiter(settings.redis_url, default_rpm=settings.rpm, default_tpm=settings.tpm,
+                                   on_mode=lambda mode: self.metrics.ratelimit_mode.set(mode == "redis"))
+        self.cooldowns = Cooldowns(failures=settings.cooldown_failures, window_s=settings.cooldown_window_s,
+                                   cooldown_s=settings.cooldown_s)
+
+    @property
+    def policy(self):
+        return self.policies.policy
+
+    def check_limits(self, body) -> None:
+        s = self.settings
+        if isinstance(body, schemas.ChatCompletionRequest) and len(body.messages) > s.max_messages:
+            raise APIError(400, f"at most {s.max_messages} messages per request (got {len(body.messages)})",
+                           param="messages", code="too_many_messages")
+        if body.limit() > s.max_tokens_cap:
+            param = "max_tokens" if getattr(body, "max_completion_tokens", None) is None else "max_completion_tokens"
+            raise APIError(400, f"{param} is {body.limit()}; this server allows at most {s.max_tokens_cap}",
+                           param=param, code="max_tokens_too_large")
+
+    def decide(self, body: schemas.ChatCompletionRequest | schemas.CompletionRequest, principal: Principal):
+        policy = self.policy
+        if body.model != "auto" and body.model not in policy.backends:
+            raise APIError(
+                404,
+                f"The model '{body.model}' does not exist; use 'auto' or one of: {', '.join(policy.backends)}",
+                param="model",
+                code="model_not_found",
+            )
+        if body.model != "auto" and not principal.may_use(body.model):
+            raise forbidden_backend(principal, body.model)
+        t0 = time.perf_counter()
+        messages = body.message_dicts() if isinstance(body, schemas.ChatCompletionRequest) else None
+        prompt = body.prompt if isinstance(body, schemas.CompletionRequest) else None
+        features = policy.features(
+            messages=messages, prompt=prompt, max_tokens=body.limit(), metadata=body.metadata or {},
+            session_id=body.user,
+        )
+        decision = policy.decide(features, pinned=None if body.model == "auto" else body.model)
+        elapsed = time.perf_counter() - t0
+        self.metrics.decision.observe(elapsed)
+        if not any(principal.may_use(b) for b in [decision.backend, *decision.fallbacks]):
+            raise forbidden_backend(principal, decision.backend)
+        return features, decision, elapsed
+
+    def refresh_gauges(self) -> None:
+        cooling = self.cooldowns.state()
+        for name in self.pool.clients:
+            self.metrics.cooldown.labels(name).set(1 if name in cooling else 0)
