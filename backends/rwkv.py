@@ -403,9 +403,10 @@ def save(model: RWKV7, path: str | Path) -> None:
     (path / "config.json").write_text(json.dumps(model.config, indent=2) + "\n")
 
 
-def from_config(config: dict[str, Any], *, seed: int = 0, device: str | torch.device = "cpu",
+def from_config(config: dict[str, Any], *, seed: int | None = None, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32) -> RWKV7:
-    """A randomly initialised model (for training, tests and benchmarks)."""
+    """A randomly initialised model (for training, tests and benchmarks); without `seed` it draws
+    one from torch's global generator, so `torch.manual_seed` makes it reproducible."""
     model = RWKV7(config)
-    model.reset_parameters(seed)
+    model.reset_parameters(int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed)
     return model.to(device=device, dtype=dtype).eval()
