@@ -16,6 +16,15 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(classifier_app, name="classifier")
 
 
+def _eval_app() -> typer.Typer:
+    from evals.cli import app as evals_app
+
+    return evals_app
+
+
+app.add_typer(_eval_app(), name="eval", help="Evaluate routing policies offline (same as python -m evals).")
+
+
 @app.command()
 def serve(
     embedded: Annotated[bool, typer.Option(help="One process, no Ray: router and engines together.")] = False,

@@ -5,6 +5,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CLASSIFIER = ROOT / "models/classifier/task-classifier.json.gz"  # the shipped classifier
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,9 +14,7 @@ import uvicorn
 from backends.families import init_random
 from router.app import create_app
 from router.settings import Settings
-from tests.conftest import ROOT
-
-CLASSIFIER = ROOT / "models/classifier/task-classifier.json"
+from tests.conftest import CLASSIFIER
 
 
 def policy_text(models: Path, *, default: str = "tiny", name: str = "test", extra_rule: str = "") -> str:

@@ -1,0 +1,158 @@
+"""`python -m evals` (also `archrouter eval`): run, compare and replay routing policies offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evaluate routing policies offline.")
+
+
+def _policy(path: Path):
+    from policies.loader import PolicyError, load_policy
+
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def _records(path: Path):
+    from policies.labelled import LabelledDataError, read_labelled
+
+    try:
+        records = read_labelled(path)
+    except LabelledDataError as exc:
+        typer.echo(f"{len(exc.errors)} bad line(s) in {path}:\n{exc}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"cannot read {path}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for i, r in enumerate(records):
+        if r.id is None:
+            r.id = f"{path.name}:{i + 1}"
+    return records
+
+
+@app.command()
+def run(
+    policy: Annotated[Path, typer.Option(help="Policy YAML.")],
+    data: Annotated[Path, typer.Option(help="Labelled prompts (JSONL).")],
+    out: Annotated[Path, typer.Option(help="Folder for report.json/.md/.html, plots, decisions.jsonl.")],
+    max_tokens: Annotated[int, typer.Option(help="Expected output length used by the cost model.")] = 256,
+    execute: Annotated[bool, typer.Option(help="Also generate answers and score them.")] = False,
+    url: Annotated[str | None, typer.Option(help="Running server for --execute (else an embedded one).")] = None,
+    api_key: Annotated[str, typer.Option(envvar="OPENAI_API_KEY", help="Key for --url.")] = "unused",
+    answer_tokens: Annotated[int, typer.Option(help="max_tokens when executing.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the random-routing baseline.")] = 0,
+) -> None:
+    """Decide every labelled prompt with the policy and write the report."""
+    from evals import execute as ex
+    from evals import report
+    from evals.run import decide_all, summarise
+
+    pol, records = _policy(policy), _records(data)
+    rows = decide_all(pol, records, max_tokens=max_tokens)
+    summary = summarise(pol, rows, seed=seed)
+    execution = None
+    if execute:
+        runnable = [r for r in records if r.answer is not None]
+        summary["skipped_no_answer"] = len(records) - len(runnable)
+        if not runnable:
+            typer.echo("--execute: no labelled prompt carries an `answer`", err=True)
+            raise typer.Exit(1)
+        with (ex.embedded_server(str(policy)) if url is None else _nullctx(url)) as base:
+            outputs = ex.run_all(base, runnable, list(pol.backends), max_tokens=answer_tokens, api_key=api_key)
+        execution = ex.score(pol, rows, outputs)
+    rep = report.write(out, summary, rows, execution)
+    acc = rep["decision_accuracy"]
+    typer.echo(f"{pol.id}: {len(rows)} prompts; decision accuracy {'–' if acc is None else f'{acc:.3f}'}; "
+               f"task macro-F1 {rep['task_macro_f1']:.3f}; report in {out}/report.html")
+
+
+class _nullctx:
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc):
+        return False
+
+
+@app.command()
+def compare(
+    policy: Annotated[list[Path], typer.Option(help="Exactly two: --policy A.yaml --policy B.yaml.")],
+    data: Annotated[Path, typer.Option(help="Labelled prompts (JSONL).")],
+    fail_if: Annotated[str | None, typer.Option(help="e.g. 'accuracy<0.9,cost>1.2x' (checked on B).")] = None,
+    max_tokens: Annotated[int, typer.Option()] = 256,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List prompts whose decision changed between two policies, with metric deltas."""
+    from evals import compare as C
+    from evals.run import decide_all, summarise
+
+    if len(policy) != 2:
+        typer.echo("give exactly two --policy options", err=True)
+        raise typer.Exit(2)
+    records = _records(data)
+    pa, pb = _policy(policy[0]), _policy(policy[1])
+    ra, rb = decide_all(pa, records, max_tokens=max_tokens), decide_all(pb, records, max_tokens=max_tokens)
+    sa, sb = summarise(pa, ra), summarise(pb, rb)
+    diff = C.changed(ra, rb)
+    result = {"a": pa.id, "b": pb.id, "prompts": len(records), "changed": len(diff), "deltas": C.deltas(sa, sb),
+              "changes": diff}
+    try:
+        fails = C.failures(fail_if, sa, sb) if fail_if else []
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    result["failed_conditions"] = fails
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(f"{pa.id} -> {pb.id}: {len(diff)} of {len(records)} decisions changed")
+        for k, v in result["deltas"].items():
+            typer.echo(f"  {k:>13}: {_num(v['a'])} -> {_num(v['b'])} ({_num(v['delta'], signed=True)})")
+        for c in diff[:50]:
+            typer.echo(f"  {c['id']}: {c['a']['backend']} [{c['a']['rule']}] -> {c['b']['backend']} [{c['b']['rule']}]")
+        if len(diff) > 50:
+            typer.echo(f"  ... {len(diff) - 50} more (use --json)")
+        for f in fails:
+            typer.echo(f"FAIL {f}", err=True)
+    raise typer.Exit(1 if fails else 0)
+
+
+def _num(x, signed: bool = False) -> str:
+    return "–" if x is None else (f"{x:+.4g}" if signed else f"{x:.4g}")
+
+
+@app.command()
+def replay(
+    log: Annotated[str, typer.Option(help="decisions JSONL file, or redis://host:port/db[#stream].")],
+    policy: Annotated[Path, typer.Option(help="The policy to re-decide with.")],
+    limit: Annotated[int | None, typer.Option(help="At most this many records.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Re-decide recorded traffic with a new policy and report what would change."""
+    from evals.replay import read_log
+    from evals.replay import replay as do_replay
+
+    pol = _policy(policy)
+    try:
+        records = read_log(log, limit=limit)
+    except (OSError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    res = do_replay(pol, records)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    typer.echo(f"{res['records']} recorded decisions re-decided with {pol.id}: {res['changed']} would change")
+    for move, n in sorted(res["moves"].items(), key=lambda kv: -kv[1]):
+        typer.echo(f"  {n:>6}  {move}")
