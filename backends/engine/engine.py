@@ -218,14 +218,14 @@ class Engine:
     def _emit_token(self, seq: Sequence, token: int) -> None:
         chunk = seq.append(token)
         self.counters["completion_tokens"] += 1
-        seq.emit(chunk)
-        if chunk.finish_reason:
+        if chunk.finish_reason:  # bookkeeping first, so a client that sees the end sees it settled
             self.scheduler.finish(seq)
             seq.cache = None
             if self.state_cache and seq.pending_snapshot is not None:
                 n, data = seq.pending_snapshot
                 self.state_cache.store(seq.tokens, n, data)
             seq.pending_snapshot = None
+        seq.emit(chunk)
 
     def _restore_prefix(self, seq: Sequence) -> None:
         sc = self.state_cache
