@@ -15,7 +15,7 @@ class EngineConfig(BaseSettings):
     max_num_seqs: int = Field(32, gt=0)
     # tokens one step may feed through the model (decode rows + prefill chunks); bounds a step's latency
     max_num_batched_tokens: int = Field(512, gt=0)
-    # bounded waiting queue: past it a request is refused (BackendOverloaded -> HTTP 429)
+    # bounded waiting queue (beyond free seats): past it a request is refused (BackendOverloaded -> HTTP 429)
     max_waiting: int = Field(256, ge=0)
     # a request still waiting for admission after this long fails (QueueTimeout -> HTTP 503)
     queue_timeout_s: float = Field(30.0, gt=0)

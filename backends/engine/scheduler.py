@@ -59,7 +59,9 @@ class Scheduler:
 
     def add(self, seq: Sequence) -> None:
         with self.lock:
-            if len(self.waiting) >= self.config.max_waiting:
+            # free seats count as room too: a request for an idle engine passes through the queue
+            free_seats = max(0, self.config.max_num_seqs - len(self.running))
+            if len(self.waiting) >= self.config.max_waiting + free_seats:
                 self.counters["rejected"] += 1
                 raise BackendOverloaded(
                     f"{len(self.waiting)} requests already waiting (max_waiting={self.config.max_waiting})"
