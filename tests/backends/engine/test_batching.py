@@ -46,7 +46,7 @@ async def test_greedy_and_seeded_outputs_alone_equal_busy_batch(checkpoints, fam
 
 
 async def test_long_prefill_is_chunked_while_others_decode(checkpoints):
-    engine = make_engine(checkpoints, "transformer", max_num_batched_tokens=32)
+    engine = make_engine(checkpoints, "transformer", max_num_batched_tokens=16)
     events: list[str] = []
 
     async def follow(tag: str, req) -> None:
@@ -54,27 +54,27 @@ async def test_long_prefill_is_chunked_while_others_decode(checkpoints):
             events.append(tag if chunk.token_ids or chunk.finish_reason else tag + "-empty")
 
     try:
-        first = asyncio.create_task(follow("short", request("go", max_tokens=60)))
+        first = asyncio.create_task(follow("short", request("go", max_tokens=40)))
         while not events:
             await asyncio.sleep(0.005)
-        await asyncio.gather(first, follow("long", request("z" * 640, max_tokens=2)))
+        await asyncio.gather(first, follow("long", request("z" * 330, max_tokens=2)))
     finally:
         await engine.close()
-    # 640 prompt tokens at <= 31 a step (one token of the budget goes to the decoding request):
-    # at least 20 steps of prefill, each of which also decoded the short request
+    # 331 prompt tokens at <= 15 a step (one token of the budget goes to the decoding request):
+    # at least 22 steps of prefill, each of which also decoded the short request
     before_long = events.index("long")
-    assert events[:before_long].count("short") >= 20
+    assert events[:before_long].count("short") >= 22
 
 
 async def test_stop_string_across_token_boundaries(checkpoints):
     engine = make_engine(checkpoints, "transformer")
     try:
-        ids, text, finish = await run(engine, request("stop strings", max_tokens=40))
+        ids, text, finish = await run(engine, request("stop strings", max_tokens=24))
         assert finish == "length" and len(text) > 8
         # a stop string that spans several byte tokens, starting mid-output
         stop = text[5:9]
         cut = text.find(stop)
-        ids2, text2, finish2 = await run(engine, request("stop strings", max_tokens=40, stop=[stop, "never-seen"]))
+        ids2, text2, finish2 = await run(engine, request("stop strings", max_tokens=24, stop=[stop, "never-seen"]))
         assert text2 == text[:cut] and finish2 == "stop"
         assert ids2 == ids[: len(ids2)] and len(ids2) < len(ids)
     finally:
@@ -84,7 +84,7 @@ async def test_stop_string_across_token_boundaries(checkpoints):
 async def test_cancelled_request_frees_its_row_within_one_step(checkpoints):
     engine = make_engine(checkpoints, "transformer")
     try:
-        keep = asyncio.create_task(run(engine, request("keeps going", max_tokens=60)))
+        keep = asyncio.create_task(run(engine, request("keeps going", max_tokens=30)))
         stream = engine.generate(request("is abandoned", max_tokens=500))
         for _ in range(3):
             await anext(stream)
