@@ -2,6 +2,7 @@
 
     python benchmarks/bench_engine.py                      # CPU, tiny random configs, every family present
     python benchmarks/bench_engine.py --device cuda        # ~100M-200M configs, bf16 (the lent H100)
+    python benchmarks/bench_engine.py --device cuda --size large   # ~0.7B Llama, mamba-1.4b shape
     python benchmarks/bench_engine.py --smoke              # seconds: checks the script end to end
 
 Part 1, per family and for 1, 8, 32, 128 concurrent streams: the same requests (prompt lengths and
@@ -54,6 +55,16 @@ PRESETS = {
                                  "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 2816,
                                  "max_position_embeddings": 8192}),
         "mamba": ("130m", {}),
+        "rwkv": ("0.1b", {}),
+        "xlstm": ("125m", {}),
+    },
+    # --size large: ~0.7B Llama and the mamba-1.4b shape; RWKV-7 and xLSTM keep their largest presets
+    "cuda-large": {
+        "transformer": ("base", {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32,
+                                 "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 5632,
+                                 "max_position_embeddings": 8192}),
+        "mamba": ("130m", {"hidden_size": 2048, "num_hidden_layers": 48, "intermediate_size": 4096,
+                           "time_step_rank": 128}),
         "rwkv": ("0.1b", {}),
         "xlstm": ("125m", {}),
     },
@@ -265,6 +276,8 @@ async def main() -> None:
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--turn-tokens", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--size", default="small", choices=["small", "large"],
+                    help="CUDA model sizes: small ~0.1-0.2B, large ~0.7-1.4B (Transformer, Mamba)")
     ap.add_argument("--smoke", action="store_true", help="tiny run on CPU to check the script")
     ap.add_argument("--skip-conversation", action="store_true")
     args = ap.parse_args()
@@ -272,7 +285,7 @@ async def main() -> None:
     if args.smoke:
         args.device, cuda = "cpu", False
         args.streams, args.doc_tokens, args.turns = [1, 4], 256, 3
-    args.max_tokens = args.max_tokens or (64 if cuda else 4 if args.smoke else 16)
+    args.max_tokens = args.max_tokens or (32 if cuda else 4 if args.smoke else 16)
     args.turn_tokens = args.turn_tokens or (16 if cuda else 4)
     args.prompt_words = args.prompt_words or ([16, 96] if cuda else [2, 8])
     args.step_tokens = args.step_tokens or (2048 if cuda else 512)
@@ -288,7 +301,8 @@ async def main() -> None:
                "batching": [], "state_cache": []}
     with tempfile.TemporaryDirectory() as tmp:
         for family in available(args.families):
-            ckpt = make_checkpoint(family, "cuda" if cuda else "cpu", Path(tmp))
+            mode = ("cuda-large" if args.size == "large" else "cuda") if cuda else "cpu"
+            ckpt = make_checkpoint(family, mode, Path(tmp))
             results["batching"] += await bench_batching(family, ckpt, args, args.device, dtype)
             if not args.skip_conversation:
                 results["state_cache"].append(await bench_state_cache(family, ckpt, args, args.device, dtype))

@@ -53,7 +53,7 @@ class ModelRunner:
 
     def decode(self) -> list[int]:
         """One token for every row of the decode batch; returns the sampled tokens in row order."""
-        ids = torch.tensor([[s.tokens[-1]] for s in self.rows], dtype=torch.long, device=self.device)
+        ids = torch.tensor([[s.last_token] for s in self.rows], dtype=torch.long, device=self.device)
         logits, self.cache = self.model(ids, self.cache)
         for s in self.rows:
             s.num_computed += 1

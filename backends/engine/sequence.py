@@ -59,8 +59,14 @@ class Sequence:
     def prefill_left(self) -> int:
         return max(0, len(self.prompt) - self.num_computed)
 
+    @property
+    def last_token(self) -> int:
+        return self.output[-1] if self.output else self.prompt[-1]
+
     def to_feed(self, n: int) -> list[int]:
         """The next `n` tokens the model has not seen (prompt chunk, or the last sampled token)."""
+        if self.num_computed + n <= len(self.prompt):  # no copy of the whole history per chunk
+            return self.prompt[self.num_computed : self.num_computed + n]
         return self.tokens[self.num_computed : self.num_computed + n]
 
     def append(self, token: int) -> GenerationChunk:
