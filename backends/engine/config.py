@@ -15,6 +15,8 @@ class EngineConfig(BaseSettings):
     max_num_seqs: int = Field(32, gt=0)
     # tokens one step may feed through the model (decode rows + prefill chunks); bounds a step's latency
     max_num_batched_tokens: int = Field(512, gt=0)
+    # distinct prompt-chunk lengths per step before chunks are rounded down to powers of two
+    max_prefill_shapes: int = Field(4, gt=0)
     # bounded waiting queue (beyond free seats): past it a request is refused (BackendOverloaded -> HTTP 429)
     max_waiting: int = Field(256, ge=0)
     # a request still waiting for admission after this long fails (QueueTimeout -> HTTP 503)

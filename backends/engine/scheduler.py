@@ -148,6 +148,10 @@ class Scheduler:
             if n > 0:
                 plan.prefill.append((seq, n))
                 budget -= n
+        # chunks of equal length share one forward; many distinct lengths would mean many small forwards,
+        # so past a few shapes every chunk is cut to a power of two (a prompt then takes popcount(len) steps)
+        if len({n for _, n in plan.prefill}) > self.config.max_prefill_shapes:
+            plan.prefill = [(seq, 1 << (n.bit_length() - 1)) for seq, n in plan.prefill]
         return plan
 
     def finish(self, seq: Sequence) -> None:
