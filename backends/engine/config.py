@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,3 +32,11 @@ class EngineConfig(BaseSettings):
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "ARCHROUTER_REDIS_URL", "redis_url")
     )
+
+    @model_validator(mode="after")
+    def _step_fits_the_batch(self) -> EngineConfig:
+        # every decoding sequence feeds one token a step; a smaller budget would starve prefill forever
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least "
+                             f"max_num_seqs ({self.max_num_seqs})")
+        return self

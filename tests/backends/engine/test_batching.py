@@ -46,7 +46,7 @@ async def test_greedy_and_seeded_outputs_alone_equal_busy_batch(checkpoints, fam
 
 
 async def test_long_prefill_is_chunked_while_others_decode(checkpoints):
-    engine = make_engine(checkpoints, "transformer", max_num_batched_tokens=16)
+    engine = make_engine(checkpoints, "transformer", max_num_seqs=4, max_num_batched_tokens=16)
     events: list[str] = []
 
     async def follow(tag: str, req) -> None:
