@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from backends.engine import QueueTimeout
-from backends.protocol import BackendOverloaded, ContextLengthExceeded
+from backends.protocol import BackendError, BackendOverloaded, ContextLengthExceeded
 from tests.backends.engine.conftest import FAMILY_PARAMS, make_engine, make_generator, request, run, settled
 
 PROMPTS = [
@@ -128,3 +128,23 @@ async def test_context_length_checked_before_queueing(checkpoints):
         assert engine.stats()["requests"] == 0
     finally:
         await engine.close()
+
+
+async def test_close_ends_running_and_waiting_requests_with_an_error(checkpoints):
+    engine = make_engine(checkpoints, "mamba", max_num_seqs=1)
+    running = engine.generate(request("runs", max_tokens=500))
+    await anext(running)
+    waiting = asyncio.create_task(run(engine, request("waits")))
+    while engine.stats()["waiting"] < 1:
+        await asyncio.sleep(0.005)
+    await engine.close()
+    got = 1
+    with pytest.raises(BackendError, match="shut down"):
+        async for _ in running:  # tokens decoded before the close still arrive, then the error
+            got += 1
+    assert got < 500
+    with pytest.raises(BackendError, match="shut down"):
+        await waiting
+    assert not await engine.ready()
+    with pytest.raises(BackendError):
+        await anext(engine.generate(request("too late")))
