@@ -36,9 +36,9 @@ class EngineServer(LiveServer):
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
 
-def start(model_dir, tmp_path_factory, **engine) -> EngineServer:
+def start(model_dir, tmp_path_factory, extra_rule: str = "", **engine) -> EngineServer:
     cfg = tmp_path_factory.mktemp("cfg") / "policy.yaml"
-    cfg.write_text(policy_text(model_dir))
+    cfg.write_text(policy_text(model_dir, extra_rule=extra_rule))
     settings = Settings(host="127.0.0.1", port=free_port(), policy=str(cfg), log_format="json", redis_url=None,
                         watch_policy=False)
     return EngineServer(settings, EngineConfig(redis_url=None, **engine))
@@ -60,6 +60,13 @@ def tight_server(model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def slow_queue_server(model_dir, tmp_path_factory):
     with start(model_dir, tmp_path_factory, max_num_seqs=1, max_waiting=4, queue_timeout_s=0.3) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def queueing_server(model_dir, tmp_path_factory):
+    rule = "  - name: tiny-busy\n    when: {queue_depth.tiny: {gt: 0}}\n    route: small"
+    with start(model_dir, tmp_path_factory, extra_rule=rule, max_num_seqs=1, max_waiting=4) as live:
         yield live
 
 
@@ -151,3 +158,23 @@ def test_request_waiting_past_the_queue_timeout_gets_503(slow_queue_server):
         assert slow_queue_server.router.engine_stats()["tiny"]["timed_out"] == 1
     finally:
         occupying.close()
+
+
+def test_policy_sees_the_engine_queue_depth(queueing_server):
+    c = client(queueing_server, timeout=60)
+    hi = [{"role": "user", "content": "hi"}]
+    raw = c.chat.completions.with_raw_response.create(model="auto", messages=hi, max_tokens=2)
+    assert raw.headers["x-archrouter-backend"] == "tiny"  # nothing queued: the default route
+    occupying = c.chat.completions.create(model="tiny", messages=hi, max_tokens=450, temperature=0, stream=True)
+    next(iter(occupying))
+    queued = threading.Thread(target=lambda: client(queueing_server, timeout=60).chat.completions.create(
+        model="tiny", messages=hi, max_tokens=2))
+    queued.start()
+    try:
+        wait_until(lambda: queueing_server.router.engine_stats()["tiny"]["queue_depth"] == 1)
+        raw = c.chat.completions.with_raw_response.create(model="auto", messages=hi, max_tokens=2)
+        assert raw.headers["x-archrouter-backend"] == "small"
+        assert raw.headers["x-archrouter-rule"] == "tiny-busy"
+    finally:
+        occupying.close()
+        queued.join(timeout=60)
