@@ -115,7 +115,9 @@ class Engine:
         return self.tokenizer.encode(request.prompt or "", add_bos=True)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        ids = self.encode(request)
+        size = len(request.prompt or "") + sum(len(m.get("content") or "") for m in request.messages or [])
+        # a long text is tokenized off the event loop, which keeps streaming everyone else's tokens
+        ids = await asyncio.to_thread(self.encode, request) if size > 20_000 else self.encode(request)
         sp = request.sampling
         if len(ids) + sp.max_tokens > self.info.context_length:
             raise ContextLengthExceeded(len(ids) + sp.max_tokens, self.info.context_length, self.info.name)
