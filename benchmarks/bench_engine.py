@@ -88,9 +88,7 @@ def make_checkpoint(family: str, mode: str, root: Path) -> Path:
     torch.manual_seed(0)
     cfg = {**mod.random_config(preset), **overrides}
     path = root / family
-    # a family module without from_config (xlstm) builds and initialises through its own functions
-    model = mod.from_config(cfg) if hasattr(mod, "from_config") else mod.init_weights(mod.build(cfg))
-    mod.save(model, path)
+    mod.save(mod.from_config(cfg), path)
     return path
 
 
