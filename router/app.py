@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
     if factory is None:
         from router.embedded import embedded_factory
 
-        factory = embedded_factory(settings.device)
+        factory = embedded_factory(settings.device, redis_url=settings.redis_url)
     router = Router(settings, factory)
 
     @asynccontextmanager
