@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import KEYWORDS, KeywordClassifier
+from tests.policies.conftest import KEYWORDS, KeywordClassifier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
