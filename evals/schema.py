@@ -11,5 +11,12 @@ from policies.labelled import (
     write_labelled,
 )
 
-__all__ = ["LabelledDataError", "LabelledPrompt", "Message", "parse_lines", "read_labelled", "render_messages",
-           "write_labelled"]
+__all__ = [
+    "LabelledDataError",
+    "LabelledPrompt",
+    "Message",
+    "parse_lines",
+    "read_labelled",
+    "render_messages",
+    "write_labelled",
+]

@@ -43,6 +43,8 @@ _BIGRAM_MUL = 0xD6E8FEB86659FD93
 _SALT_CHAR = 0x632BE59BD9B4E019  # salt * n for a char n-gram of length n
 _SALT_WORD = 0x85EBCA77C2B2AE63
 _SALT_BIGRAM = 0x27D4EB2F165667C5
+_SALT_EDGE_WORD = 0x165667B19E3779F9
+_SALT_EDGE_BIGRAM = 0xD3A2646C17A7F2B1
 
 DENSE_NAMES = ("log_chars", "log_lines", "digit_ratio", "symbol_ratio", "alpha_ratio")
 _SYMBOLS = "{}()[];=<>+-*/%&|!#$@:_\\\"'`^~"
@@ -53,8 +55,12 @@ _WORD, _DIGIT, _SYMBOL, _ALPHA = 1, 2, 4, 8
 _CLASS = np.zeros(0x10001, dtype=np.uint8)
 for _i in range(0x10000):
     _c = chr(_i)
-    _CLASS[_i] = (_WORD * (_c.isalnum() or _c == "_") + _DIGIT * ("0" <= _c <= "9")
-                  + _SYMBOL * (_c in _SYMBOLS) + _ALPHA * _c.isalpha())
+    _CLASS[_i] = (
+        _WORD * (_c.isalnum() or _c == "_")
+        + _DIGIT * ("0" <= _c <= "9")
+        + _SYMBOL * (_c in _SYMBOLS)
+        + _ALPHA * _c.isalpha()
+    )
 _BITS = np.arange(16)
 
 
@@ -88,23 +94,40 @@ def hash_char_ngram(s: str) -> int:
     return _mix_int(_poly_int(s) + _SALT_CHAR * len(s))
 
 
-def hash_word(s: str) -> int:
-    return _mix_int(_poly_int(s) + _SALT_WORD)
+def hash_words(s: str, salts: tuple[int, int]) -> int:
+    """Key of a word ("w") or a word bigram ("w1 w2") under a block's (unigram, bigram) salts."""
+    a, _, b = s.partition(" ")
+    uni = _mix_int(_poly_int(a) + salts[0])
+    return _mix_int(uni * _BIGRAM_MUL + _poly_int(b) + salts[1]) if b else uni
 
 
-def hash_bigram(s: str) -> int:
-    a, b = s.split(" ")
-    return _mix_int(hash_word(a) * _BIGRAM_MUL + _poly_int(b) + _SALT_BIGRAM)
+BLOCKS = ("char", "word", "edge")
+_WORD_SALTS = {"word": (_SALT_WORD, _SALT_BIGRAM), "edge": (_SALT_EDGE_WORD, _SALT_EDGE_BIGRAM)}
+
+
+def block_key(block: str, s: str) -> int:
+    return hash_char_ngram(s) if block == "char" else hash_words(s, _WORD_SALTS[block])
 
 
 class Featurizer:
-    """Turns text into (char-hashes, word-hashes, dense features); the same code trains and serves."""
+    """Text -> hashed n-grams per block + dense features; the same code trains and serves.
 
-    def __init__(self, *, head_chars: int = 1536, tail_chars: int = 1536, char_ngrams: tuple[int, int] = (3, 5)):
-        self.head_chars = head_chars
-        self.tail_chars = tail_chars
+    Blocks: "char" (char n-grams of the clipped text), "word" (word 1-2-grams of the clipped text) and
+    "edge" (word 1-2-grams of the first and last `edge_chars` characters only: the request usually sits at
+    the start or the end of a prompt, and in its own block it is not drowned by a long context).
+    """
+
+    def __init__(
+        self,
+        *,
+        head_chars: int = 1536,
+        tail_chars: int = 1536,
+        edge_chars: int = 128,
+        char_ngrams: tuple[int, int] = (3, 5),
+    ):
+        self.head_chars, self.tail_chars, self.edge_chars = head_chars, tail_chars, edge_chars
         self.char_ngrams = (int(char_ngrams[0]), int(char_ngrams[1]))
-        n = head_chars + tail_chars + 2
+        n = max(head_chars + tail_chars, 2 * edge_chars) + 2
         p = np.empty(n, dtype=np.uint64)
         pinv = np.empty(n, dtype=np.uint64)
         a, b = 1, 1
@@ -114,12 +137,18 @@ class Featurizer:
         self._p, self._pinv = p, pinv
 
     def settings(self) -> dict[str, Any]:
-        return {"head_chars": self.head_chars, "tail_chars": self.tail_chars, "char_ngrams": list(self.char_ngrams)}
+        return {
+            "head_chars": self.head_chars,
+            "tail_chars": self.tail_chars,
+            "edge_chars": self.edge_chars,
+            "char_ngrams": list(self.char_ngrams),
+        }
 
-    def clip(self, text: str) -> str:
-        if len(text) <= self.head_chars + self.tail_chars:
+    @staticmethod
+    def _clip(text: str, head: int, tail: int) -> str:
+        if len(text) <= head + tail:
             return text.lower()
-        return (text[: self.head_chars] + "\n" + text[-self.tail_chars :]).lower()
+        return (text[:head] + "\n" + text[-tail:]).lower()
 
     @staticmethod
     def dense(text: str, cls: np.ndarray) -> np.ndarray:
@@ -135,47 +164,62 @@ class Featurizer:
             ]
         )
 
-    def hashes(self, text: str, *, spans: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
-        """Char n-gram hashes, word 1-2-gram hashes, dense features (and, for training, where each came from)."""
-        low = self.clip(text)
+    def _prefix(self, low: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cp = np.frombuffer(low.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        g = np.zeros(len(cp) + 1, dtype=np.uint64)
+        np.cumsum(cp * self._p[: len(cp)], out=g[1:])
+        return cp, g, _CLASS[np.minimum(cp, 0x10000)]
+
+    def _words(
+        self, g: np.ndarray, cls: np.ndarray, salts: tuple[int, int], spans: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        w = np.zeros(len(cls) + 2, dtype=np.int8)
+        w[1:-1] = cls & _WORD
+        d = np.diff(w)
+        starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+        raw = (g[ends] - g[starts]) * self._pinv[starts]
+        uni = _mix(raw + np.uint64(salts[0]))
+        bi = _mix(uni[:-1] * np.uint64(_BIGRAM_MUL) + raw[1:] + np.uint64(salts[1]))
+        sp = None
+        if spans:  # (a, b, c, d) -> low[a:b] (+ " " + low[c:d] for bigrams)
+            none = -np.ones_like(starts)
+            sp = np.concatenate(
+                [
+                    np.stack([starts, ends, none, none]),
+                    np.stack([starts[:-1], ends[:-1], starts[1:], ends[1:]]),
+                ],
+                axis=1,
+            )
+        return np.concatenate([uni, bi]), sp
+
+    def hashes(self, text: str, *, spans: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, Any]:
+        """Per-block n-gram hashes, dense features, and (training only) the strings' locations per block."""
+        low = self._clip(text, self.head_chars, self.tail_chars)
+        cp, g, cls = self._prefix(low)
         L = len(cp)
-        g = np.zeros(L + 1, dtype=np.uint64)
-        np.cumsum(cp * self._p[:L], out=g[1:])
         lo, hi = self.char_ngrams
         chars, char_spans = [], []
         for n in range(lo, hi + 1):
-            if L < n:
+            if n > L:
                 continue
             seg = (g[n:] - g[:-n]) * self._pinv[: L - n + 1]
             chars.append(_mix(seg + np.uint64((_SALT_CHAR * n) & _M64)))
             if spans:
                 s = np.arange(L - n + 1)
-                char_spans.append(np.stack([s, s + n]))
-        ch = np.concatenate(chars) if chars else np.empty(0, np.uint64)
-
-        cls = _CLASS[np.minimum(cp, 0x10000)]
-        w = np.zeros(L + 2, dtype=np.int8)
-        w[1:-1] = cls & _WORD
-        d = np.diff(w)
-        starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-        raw = (g[ends] - g[starts]) * self._pinv[starts]
-        uni = _mix(raw + np.uint64(_SALT_WORD))
-        bi = _mix(uni[:-1] * np.uint64(_BIGRAM_MUL) + raw[1:] + np.uint64(_SALT_BIGRAM))
-        wd = np.concatenate([uni, bi])
+                char_spans.append(np.stack([s, s + n, -np.ones_like(s), -np.ones_like(s)]))
+        out = {"char": np.concatenate(chars) if chars else np.empty(0, np.uint64)}
+        out["word"], word_spans = self._words(g, cls, _WORD_SALTS["word"], spans)
+        if len(text) <= 2 * self.edge_chars and self.head_chars + self.tail_chars >= 2 * self.edge_chars:
+            elow, eg, ecls = low, g, cls  # short text: the edge block covers all of it
+        else:
+            elow = self._clip(text, self.edge_chars, self.edge_chars)
+            _, eg, ecls = self._prefix(elow)
+        out["edge"], edge_spans = self._words(eg, ecls, _WORD_SALTS["edge"], spans)
         extra = None
         if spans:
-            cs = np.concatenate(char_spans, axis=1) if char_spans else np.empty((2, 0), np.int64)
-            # word spans: (a, b, c, d) -> low[a:b] (+ " " + low[c:d] for bigrams)
-            ws = np.concatenate(
-                [
-                    np.stack([starts, ends, -np.ones_like(starts), -np.ones_like(starts)]),
-                    np.stack([starts[:-1], ends[:-1], starts[1:], ends[1:]]),
-                ],
-                axis=1,
-            )
-            extra = (low, cs, ws)
-        return ch, wd, self.dense(text, cls), extra
+            cs = np.concatenate(char_spans, axis=1) if char_spans else np.empty((4, 0), np.int64)
+            extra = {"char": (low, cs), "word": (low, word_spans), "edge": (elow, edge_spans)}
+        return out, self.dense(text, cls), extra
 
 
 class _Table:
@@ -229,9 +273,8 @@ class TaskClassifier:
         self,
         *,
         featurizer: Featurizer,
-        char_vocab: list[str],
-        word_vocab: list[str],
-        idf: np.ndarray,
+        vocab: dict[str, list[str]],  # block -> n-gram strings, in column order (blocks in BLOCKS order)
+        idf: np.ndarray,  # (V,)
         dense_mean: np.ndarray,
         dense_scale: np.ndarray,
         classes: list[str],
@@ -245,8 +288,10 @@ class TaskClassifier:
     ):
         if list(classes) != list(TASKS):
             raise ValueError(f"classes must be {list(TASKS)}, got {classes}")
+        if set(vocab) != set(BLOCKS):
+            raise ValueError(f"vocab blocks must be {BLOCKS}, got {sorted(vocab)}")
         self.featurizer = featurizer
-        self.char_vocab, self.word_vocab = list(char_vocab), list(word_vocab)
+        self.vocab = {b: list(vocab[b]) for b in BLOCKS}
         self.idf = np.asarray(idf, dtype=np.float64)
         self.dense_mean = np.asarray(dense_mean, dtype=np.float64)
         self.dense_scale = np.asarray(dense_scale, dtype=np.float64)
@@ -258,38 +303,42 @@ class TaskClassifier:
         self.state_intercept = float(state_intercept)
         self.platt = (float(platt[0]), float(platt[1]))
         self.info = dict(info or {})
-        self.n_char = len(self.char_vocab)
-        v = self.n_char + len(self.word_vocab)
-        if self.idf.shape != (v,) or self.coef.shape != (len(TASKS), v + len(DENSE_NAMES)):
+        sizes = [len(self.vocab[b]) for b in BLOCKS]
+        self._bounds = np.cumsum([0, *sizes])  # block b owns columns [_bounds[i], _bounds[i+1])
+        v = int(self._bounds[-1])
+        if (
+            self.idf.shape != (v,)
+            or self.coef.shape != (len(TASKS), v + len(DENSE_NAMES))
+            or self.state_coef.shape != (v + len(DENSE_NAMES),)
+        ):
             raise ValueError("inconsistent classifier arrays")
-        keys = np.array(
-            [hash_char_ngram(s) for s in self.char_vocab] + [self._word_key(s) for s in self.word_vocab],
-            dtype=np.uint64,
-        )
-        self._table = _Table(keys)
+        # one table per block, built from the stored strings (keys are recomputed, never stored)
+        self._tables = {
+            b: _Table(np.array([block_key(b, s) for s in self.vocab[b]], dtype=np.uint64)) for b in BLOCKS
+        }
         # one weight matrix: 6 task logits + the state logit, so one gather serves both models
         self._w_sparse = np.concatenate([self.coef[:, :v], self.state_coef[None, :v]]).T.copy()
         self._w_dense = np.concatenate([self.coef[:, v:], self.state_coef[None, v:]]).T.copy()
         self._b = np.concatenate([self.intercept, [self.state_intercept]])
 
-    @staticmethod
-    def _word_key(s: str) -> int:
-        return hash_bigram(s) if " " in s else hash_word(s)
-
     # -- features ---------------------------------------------------------------------------------
 
     def _row(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sparse tf-idf row (cols, values) and standardised dense features."""
-        ch, wd, dense, _ = self.featurizer.hashes(text)
-        cols = self._table.lookup(np.concatenate([ch, wd]))
-        cols, counts = np.unique(cols, return_counts=True)
-        vals = (1.0 + np.log(counts)) * self.idf[cols]
-        is_char = cols < self.n_char
-        for block in (is_char, ~is_char):
-            norm = math.sqrt(float(np.dot(vals[block], vals[block])))
-            if norm > 0:
-                vals[block] /= norm
-        return cols, vals, (dense - self.dense_mean) / self.dense_scale
+        """Sparse tf-idf row (cols, values; each block L2-normalised) and standardised dense features."""
+        hashes, dense, _ = self.featurizer.hashes(text)
+        cols_all, vals_all = [], []
+        for i, b in enumerate(BLOCKS):
+            cols, counts = np.unique(self._tables[b].lookup(hashes[b]), return_counts=True)
+            cols = cols + self._bounds[i]
+            vals = (1.0 + np.log(counts)) * self.idf[cols]
+            norm = math.sqrt(float(np.dot(vals, vals)))
+            cols_all.append(cols)
+            vals_all.append(vals / norm if norm > 0 else vals)
+        return (
+            np.concatenate(cols_all),
+            np.concatenate(vals_all),
+            (dense - self.dense_mean) / self.dense_scale,
+        )
 
     def _logits(self, text: str) -> np.ndarray:
         cols, vals, dense = self._row(text)
@@ -319,17 +368,32 @@ class TaskClassifier:
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
-            "featurizer": {**self.featurizer.settings(), "word_ngrams": [1, 2], "sublinear_tf": True,
-                           "norm": "l2 per block", "hash": "splitmix64(poly(q) + salt), see classifier.py"},
-            "char_vocab": self.char_vocab,
-            "word_vocab": self.word_vocab,
+            "featurizer": {
+                **self.featurizer.settings(),
+                "word_ngrams": [1, 2],
+                "sublinear_tf": True,
+                "norm": "l2 per block",
+                "blocks": list(BLOCKS),
+                "hash": "splitmix64(poly(q) + salt); keys recomputed from vocab strings at load",
+            },
+            "vocab": self.vocab,
             "idf": self.idf.tolist(),
-            "dense": {"names": list(DENSE_NAMES), "mean": self.dense_mean.tolist(),
-                      "scale": self.dense_scale.tolist()},
-            "task_model": {"classes": self.classes, "coef": self.coef.tolist(),
-                           "intercept": self.intercept.tolist(), "temperature": self.temperature},
-            "state_model": {"coef": self.state_coef.tolist(), "intercept": self.state_intercept,
-                            "platt": list(self.platt)},
+            "dense": {
+                "names": list(DENSE_NAMES),
+                "mean": self.dense_mean.tolist(),
+                "scale": self.dense_scale.tolist(),
+            },
+            "task_model": {
+                "classes": self.classes,
+                "coef": self.coef.tolist(),
+                "intercept": self.intercept.tolist(),
+                "temperature": self.temperature,
+            },
+            "state_model": {
+                "coef": self.state_coef.tolist(),
+                "intercept": self.state_intercept,
+                "platt": list(self.platt),
+            },
             "info": self.info,
         }
 
@@ -340,10 +404,13 @@ class TaskClassifier:
         f = d["featurizer"]
         tm, sm = d["task_model"], d["state_model"]
         return cls(
-            featurizer=Featurizer(head_chars=f["head_chars"], tail_chars=f["tail_chars"],
-                                  char_ngrams=tuple(f["char_ngrams"])),
-            char_vocab=d["char_vocab"],
-            word_vocab=d["word_vocab"],
+            featurizer=Featurizer(
+                head_chars=f["head_chars"],
+                tail_chars=f["tail_chars"],
+                edge_chars=f["edge_chars"],
+                char_ngrams=tuple(f["char_ngrams"]),
+            ),
+            vocab=d["vocab"],
             idf=np.array(d["idf"]),
             dense_mean=np.array(d["dense"]["mean"]),
             dense_scale=np.array(d["dense"]["scale"]),
@@ -358,6 +425,7 @@ class TaskClassifier:
         )
 
     def save(self, path: str | Path) -> None:
+        """JSON (gzip-compressed when the name ends in .gz)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -376,7 +444,7 @@ class TaskClassifier:
 # -- training ---------------------------------------------------------------------------------------
 
 
-def _sig(a: np.ndarray, digits: int = 6) -> np.ndarray:
+def _sig(a: Any, digits: int = 6) -> np.ndarray:
     """Round to `digits` significant digits, so the saved JSON is short and reloads bit-exactly."""
     a = np.asarray(a, dtype=np.float64)
     return np.array([float(f"{x:.{digits}g}") for x in a.ravel()]).reshape(a.shape)
@@ -395,24 +463,26 @@ def _record_fields(r: Any) -> tuple[str, str, bool]:
 
 
 def _vocab(
-    per_doc: list[np.ndarray], spans: list[tuple[str, np.ndarray]], *, min_df: int, max_features: int, bigram: bool
+    per_doc: list[np.ndarray], spans: list[tuple[str, np.ndarray]], *, min_df: int, max_features: int
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Keys, strings and document frequencies of the `max_features` most frequent n-grams with df >= min_df."""
+    """Keys, strings and document frequencies of the `max_features` most frequent n-grams, df >= min_df."""
     uniq = [np.unique(h, return_index=True) for h in per_doc]
     allk = np.concatenate([u[0] for u in uniq])
     doc_of = np.concatenate([np.full(len(u[0]), i) for i, u in enumerate(uniq)])
     pos_of = np.concatenate([u[1] for u in uniq])
     keys, first, df = np.unique(allk, return_index=True, return_counts=True)
     keep = np.flatnonzero(df >= min_df)
-    keep = keep[np.argsort(-df[keep], kind="stable")[:max_features]]
-    keep = np.sort(keep)
+    keep = np.sort(keep[np.argsort(-df[keep], kind="stable")[:max_features]])
     strings = []
-    for k in keep:
+    for k in keep:  # recover each kept n-gram's text from its first occurrence
         doc, pos = doc_of[first[k]], pos_of[first[k]]
         low, sp = spans[doc]
-        a, b, c, d = (sp[:, pos].tolist() + [-1, -1])[:4]
-        strings.append(low[a:b] + (" " + low[c:d] if bigram and c >= 0 else ""))
+        a, b, c, d = sp[:, pos].tolist()
+        strings.append(low[a:b] + (" " + low[c:d] if c >= 0 else ""))
     return keys[keep], strings, df[keep]
+
+
+MAX_FEATURES = {"char": 60_000, "word": 30_000, "edge": 15_000}
 
 
 def train(
@@ -420,17 +490,19 @@ def train(
     *,
     seed: int = 0,
     min_df: int = 2,
-    max_char_features: int = 60_000,
-    max_word_features: int = 30_000,
+    max_features: dict[str, int] | None = None,
     c_task: float = 10.0,
     c_state: float = 10.0,
     val_fraction: float = 0.15,
+    featurizer: dict[str, Any] | None = None,
 ) -> TaskClassifier:
-    """Fit vocabulary, idf, both logistic regressions and their calibration on `records`."""
+    """Fit vocabulary, idf, both logistic regressions and their calibration on `records`
+    (LabelledPrompt objects, dicts in the JSONL format, or objects with prompt/messages, task)."""
     from scipy import optimize, sparse
     from sklearn.linear_model import LogisticRegression
 
     t0 = time.perf_counter()
+    max_features = {**MAX_FEATURES, **(max_features or {})}
     fields = [_record_fields(r) for r in records]
     texts = [f[0] for f in fields]
     y = np.array([TASKS.index(f[1]) for f in fields])
@@ -440,38 +512,56 @@ def train(
         raise ValueError(f"training data has no examples of {missing}")
 
     rng = np.random.default_rng(seed)
-    # stratified validation split for calibration (at least one per class when the class has >= 2)
+    # stratified validation split for calibration (none for classes with a single example)
     val = np.zeros(len(y), dtype=bool)
     for i in range(len(TASKS)):
         idx = np.flatnonzero(y == i)
-        k = int(round(len(idx) * val_fraction)) if len(idx) >= 2 else 0
-        val[rng.permutation(idx)[: max(k, 1 if len(idx) >= 2 else 0)]] = True
+        if len(idx) >= 2:
+            val[rng.permutation(idx)[: max(int(round(len(idx) * val_fraction)), 1)]] = True
     fit = ~val
-
-    feat = Featurizer()
-    per = [feat.hashes(t, spans=True) for t in texts]
     fit_idx = np.flatnonzero(fit)
-    ckeys, cstr, cdf = _vocab([per[i][0] for i in fit_idx], [(per[i][3][0], per[i][3][1]) for i in fit_idx],
-                              min_df=min_df, max_features=max_char_features, bigram=False)
-    wkeys, wstr, wdf = _vocab([per[i][1] for i in fit_idx], [(per[i][3][0], per[i][3][2]) for i in fit_idx],
-                              min_df=min_df, max_features=max_word_features, bigram=True)
-    # the strings written to JSON must hash back to the keys found while featurising
-    assert [hash_char_ngram(s) for s in cstr] == ckeys.tolist(), "char n-gram hash mismatch"
-    assert [TaskClassifier._word_key(s) for s in wstr] == wkeys.tolist(), "word n-gram hash mismatch"
+
+    feat = Featurizer(**(featurizer or {}))
+    per = [feat.hashes(t, spans=True) for t in texts]
+    vocab, dfs = {}, []
+    for b in BLOCKS:
+        keys, strings, df = _vocab(
+            [per[i][0][b] for i in fit_idx],
+            [per[i][2][b] for i in fit_idx],
+            min_df=min_df,
+            max_features=max_features[b],
+        )
+        # the strings written to JSON must hash back to the keys found while featurising
+        if [block_key(b, s) for s in strings] != keys.tolist():
+            raise AssertionError(f"{b} n-gram keys do not round-trip through their strings")
+        vocab[b] = strings
+        dfs.append(df)
+    v = sum(len(vocab[b]) for b in BLOCKS)
+    nd = len(DENSE_NAMES)
     n_fit = len(fit_idx)
-    idf = _sig(np.log((1 + n_fit) / (1 + np.concatenate([cdf, wdf]))) + 1.0)  # scikit-learn's smooth idf
-    dense_all = np.stack([p[2] for p in per])
+    idf = _sig(np.log((1 + n_fit) / (1 + np.concatenate(dfs))) + 1.0)  # scikit-learn's smooth idf
+    dense_all = np.stack([p[1] for p in per])
     mean = _sig(dense_all[fit].mean(axis=0))
     scale = _sig(np.maximum(dense_all[fit].std(axis=0), 1e-6))
 
-    # a provisional classifier (zero weights) gives us the exact serving-time feature rows
-    nd = len(DENSE_NAMES)
-    v = len(cstr) + len(wstr)
-    shell = TaskClassifier(
-        featurizer=feat, char_vocab=cstr, word_vocab=wstr, idf=idf, dense_mean=mean, dense_scale=scale,
-        classes=list(TASKS), coef=np.zeros((len(TASKS), v + nd)), intercept=np.zeros(len(TASKS)),
-        temperature=1.0, state_coef=np.zeros(v + nd), state_intercept=0.0, platt=(1.0, 0.0),
-    )
+    def build(coef: np.ndarray, intercept: np.ndarray, s_coef: np.ndarray, s_int: float) -> TaskClassifier:
+        return TaskClassifier(
+            featurizer=feat,
+            vocab=vocab,
+            idf=idf,
+            dense_mean=mean,
+            dense_scale=scale,
+            classes=list(TASKS),
+            coef=coef,
+            intercept=intercept,
+            temperature=1.0,
+            state_coef=s_coef,
+            state_intercept=s_int,
+            platt=(1.0, 0.0),
+        )
+
+    # a zero-weight classifier gives the exact serving-time feature rows
+    shell = build(np.zeros((len(TASKS), v + nd)), np.zeros(len(TASKS)), np.zeros(v + nd), 0.0)
     rows, cols, vals, dense = [], [], [], []
     for i, t in enumerate(texts):
         c, x, dn = shell._row(t)
@@ -479,26 +569,22 @@ def train(
         cols.append(c)
         vals.append(x)
         dense.append(dn)
-    xs = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                           shape=(len(texts), v))
+    xs = sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(texts), v)
+    )
     X = sparse.hstack([xs, sparse.csr_matrix(np.stack(dense))]).tocsr()
 
     task_lr = LogisticRegression(C=c_task, max_iter=3000, random_state=seed)
     task_lr.fit(X[fit], y[fit])
-    state_lr = LogisticRegression(C=c_state, max_iter=3000, random_state=seed, class_weight="balanced")
     if len(set(ys[fit].tolist())) == 2:
+        state_lr = LogisticRegression(C=c_state, max_iter=3000, random_state=seed, class_weight="balanced")
         state_lr.fit(X[fit], ys[fit])
         s_coef, s_int = _sig(state_lr.coef_[0]), float(_sig(state_lr.intercept_)[0])
     else:  # degenerate tiny sets: a constant score
         s_coef, s_int = np.zeros(v + nd), (4.0 if ys[fit].all() else -4.0)
+    clf = build(_sig(task_lr.coef_), _sig(task_lr.intercept_), s_coef, s_int)
 
-    clf = TaskClassifier(
-        featurizer=feat, char_vocab=cstr, word_vocab=wstr, idf=idf, dense_mean=mean, dense_scale=scale,
-        classes=list(TASKS), coef=_sig(task_lr.coef_), intercept=_sig(task_lr.intercept_), temperature=1.0,
-        state_coef=s_coef, state_intercept=s_int, platt=(1.0, 0.0),
-    )
-
-    # calibration on the validation split
+    # calibration on the validation split: temperature for the tasks, Platt for the state score
     temperature, platt = 1.0, (1.0, 0.0)
     if val.any():
         z = clf.raw_logits([texts[i] for i in np.flatnonzero(val)])
@@ -509,15 +595,21 @@ def train(
             return float(-np.mean(np.log(np.clip(p[np.arange(len(yv)), yv], 1e-12, None))))
 
         res = optimize.minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
-        temperature = float(_sig(np.array([math.exp(res.x)]))[0])
+        temperature = float(_sig(math.exp(res.x)))
         if len(set(sv.tolist())) == 2:
             pl = LogisticRegression(C=1e4, max_iter=1000).fit(zs[:, None], sv)
-            platt = (float(_sig(pl.coef_[0])[0]), float(_sig(pl.intercept_)[0]))
+            platt = (float(_sig(pl.coef_[0, 0])), float(_sig(pl.intercept_[0])))
     clf.temperature, clf.platt = temperature, platt
     clf.info = {
-        "seed": seed, "n_train": len(texts), "n_fit": int(fit.sum()), "n_calibration": int(val.sum()),
-        "char_features": len(cstr), "word_features": len(wstr), "min_df": min_df, "c_task": c_task,
-        "c_state": c_state, "train_seconds": round(time.perf_counter() - t0, 1),
+        "seed": seed,
+        "n_train": len(texts),
+        "n_fit": int(fit.sum()),
+        "n_calibration": int(val.sum()),
+        "features": {b: len(vocab[b]) for b in BLOCKS},
+        "min_df": min_df,
+        "c_task": c_task,
+        "c_state": c_state,
+        "train_seconds": round(time.perf_counter() - t0, 1),
     }
     return clf
 
@@ -530,7 +622,9 @@ def evaluate(clf: TaskClassifier, records: Sequence[Any]) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
 
     fields = [_record_fields(r) for r in records]
-    tags = [list(getattr(r, "tags", None) or (r.get("tags", []) if isinstance(r, dict) else [])) for r in records]
+    tags = [
+        list(getattr(r, "tags", None) or (r.get("tags", []) if isinstance(r, dict) else [])) for r in records
+    ]
     preds = clf.predict_many([f[0] for f in fields])
     y = np.array([TASKS.index(f[1]) for f in fields])
     yp = np.array([int(np.argmax([p[0][t] for t in TASKS])) for p in preds])
@@ -544,18 +638,28 @@ def evaluate(clf: TaskClassifier, records: Sequence[Any]) -> dict[str, Any]:
         out: dict[str, Any] = {
             "n": int(mask.sum()),
             "accuracy": round(float(accuracy_score(y[mask], yp[mask])), 4),
-            "macro_f1": round(float(f1_score(y[mask], yp[mask], labels=present, average="macro",
-                                             zero_division=0)), 4),
-            "per_task": {TASKS[i]: {"precision": round(float(pr[i]), 4), "recall": round(float(rc[i]), 4),
-                                    "f1": round(float(f1[i]), 4), "support": int(sup[i])} for i in labels},
+            "macro_f1": round(
+                float(f1_score(y[mask], yp[mask], labels=present, average="macro", zero_division=0)), 4
+            ),
+            "per_task": {
+                TASKS[i]: {
+                    "precision": round(float(pr[i]), 4),
+                    "recall": round(float(rc[i]), 4),
+                    "f1": round(float(f1[i]), 4),
+                    "support": int(sup[i]),
+                }
+                for i in labels
+            },
         }
         if len(set(ys[mask].tolist())) == 2:
             out["state_tracking_auc"] = round(float(roc_auc_score(ys[mask], ss[mask])), 4)
         return out
 
     result = block(np.ones(len(y), dtype=bool))
-    result["confusion"] = {TASKS[i]: {TASKS[j]: int(((y == i) & (yp == j)).sum()) for j in range(len(TASKS))}
-                           for i in range(len(TASKS))}
+    result["confusion"] = {
+        TASKS[i]: {TASKS[j]: int(((y == i) & (yp == j)).sum()) for j in range(len(TASKS))}
+        for i in range(len(TASKS))
+    }
     all_tags = sorted({t for ts in tags for t in ts})
     result["by_tag"] = {t: block(np.array([t in ts for ts in tags])) for t in all_tags}
     return result
@@ -565,8 +669,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train_file(data: Path, out: Path, *, test: Path | None = None, seed: int = 0,
-               command: str | None = None) -> dict[str, Any]:
+def train_file(
+    data: Path, out: Path, *, test: Path | None = None, seed: int = 0, command: str | None = None
+) -> dict[str, Any]:
     """Train on labelled JSONL `data`, save the model to `out` (a file, or a directory that gets
     task-classifier.json.gz), evaluate on `test` when given; write metrics.json beside the model and
     return the metrics."""
@@ -605,10 +710,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cmd = "python -m policies.classifier " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     m = train_file(args.data, args.out, test=args.test, seed=args.seed, command=cmd)
-    brief = {k: m["test"][k] for k in ("n", "accuracy", "macro_f1", "state_tracking_auc")} if "test" in m else {}
-    print(json.dumps({"model": m["model"], "bytes": m["model_bytes"], "test": brief,
-                      "by_tag": {t: b["macro_f1"] for t, b in m.get("test", {}).get("by_tag", {}).items()}},
-                     indent=2))
+    brief = (
+        {k: m["test"][k] for k in ("n", "accuracy", "macro_f1", "state_tracking_auc")} if "test" in m else {}
+    )
+    print(
+        json.dumps(
+            {
+                "model": m["model"],
+                "bytes": m["model_bytes"],
+                "test": brief,
+                "by_tag": {t: b["macro_f1"] for t, b in m.get("test", {}).get("by_tag", {}).items()},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

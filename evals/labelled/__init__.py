@@ -18,7 +18,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from evals.labelled import chat, code, longdoc, recall, seqdata, state  # noqa: F401  (register templates)
+from evals.labelled import chat, code, extra, longdoc, recall, seqdata, state  # noqa: F401  (register templates)
 from evals.labelled.base import TEMPLATES, Item, Template
 from evals.labelled.text import compose, noisy
 from evals.labelled.vocab import Vocab
@@ -29,15 +29,24 @@ SEEN_TEST_FRACTION = 0.12
 HANDWRITTEN_TEST_FRACTION = 0.5
 
 _SYSTEMS = [
-    "You are a helpful assistant.", "You are a helpful, concise assistant. Answer in the user's language.",
-    "You are an AI assistant deployed by {c}. Be accurate and polite.", "Keep answers short.",
-    "You are a careful assistant. If you are unsure, say so.", "Eres un asistente útil.",
-    "You are {c}'s internal assistant for employees.", "Answer as briefly as possible.",
-    "Think step by step before answering.", "Tu es un assistant serviable.",
+    "You are a helpful assistant.",
+    "You are a helpful, concise assistant. Answer in the user's language.",
+    "You are an AI assistant deployed by {c}. Be accurate and polite.",
+    "Keep answers short.",
+    "You are a careful assistant. If you are unsure, say so.",
+    "Eres un asistente útil.",
+    "You are {c}'s internal assistant for employees.",
+    "Answer as briefly as possible.",
+    "Think step by step before answering.",
+    "Tu es un assistant serviable.",
 ]
-_GREETINGS = [("Hi", "Hello! How can I help you today?"), ("hey there", "Hi! What can I do for you?"),
-              ("Good morning!", "Good morning! How can I help?"), ("hola", "¡Hola! ¿En qué puedo ayudarte?"),
-              ("I have a question", "Sure, go ahead.")]
+_GREETINGS = [
+    ("Hi", "Hello! How can I help you today?"),
+    ("hey there", "Hi! What can I do for you?"),
+    ("Good morning!", "Good morning! How can I help?"),
+    ("hola", "¡Hola! ¿En qué puedo ayudarte?"),
+    ("I have a question", "Sure, go ahead."),
+]
 
 
 def templates_for(task: str) -> list[Template]:
@@ -66,7 +75,7 @@ def _render(rng: random.Random, item: Item, v: Vocab) -> dict:
 
 
 def generate(seed: int = 0, per_task: int = 640) -> list[tuple[LabelledPrompt, bool]]:
-    """`per_task` records for each task, round-robin over its templates; (record, from a held-out template)."""
+    """`per_task` records for each task, round-robin over templates: (record, held-out template?)."""
     out = []
     seen: set[str] = set()  # no duplicate texts, so no test item is a copy of a training item
     for task in TASKS:
@@ -79,8 +88,13 @@ def generate(seed: int = 0, per_task: int = 640) -> list[tuple[LabelledPrompt, b
                 v = Vocab(rng, held_out=t.held_out)
                 item = t.fn(rng, v)
                 rec = LabelledPrompt(
-                    id=f"gen-{seed}-{task}-{i:05d}", task=task, state_tracking=item.state, answer=item.answer,
-                    template=f"{task}/{t.name}", tags=["generated"], **_render(rng, item, v),
+                    id=f"gen-{seed}-{task}-{i:05d}",
+                    task=task,
+                    state_tracking=item.state,
+                    answer=item.answer,
+                    template=f"{task}/{t.name}",
+                    tags=["generated"],
+                    **_render(rng, item, v),
                 )
                 key = " ".join(rec.text().lower().split())
                 if key not in seen:
@@ -90,8 +104,9 @@ def generate(seed: int = 0, per_task: int = 640) -> list[tuple[LabelledPrompt, b
     return out
 
 
-def split(generated: list[tuple[LabelledPrompt, bool]], handwritten: list[LabelledPrompt], seed: int = 0
-          ) -> tuple[list[LabelledPrompt], list[LabelledPrompt]]:
+def split(
+    generated: list[tuple[LabelledPrompt, bool]], handwritten: list[LabelledPrompt], seed: int = 0
+) -> tuple[list[LabelledPrompt], list[LabelledPrompt]]:
     rng = random.Random(f"split:{seed}")
     train, test = [], []
     for rec, held_out in generated:
@@ -103,7 +118,9 @@ def split(generated: list[tuple[LabelledPrompt, bool]], handwritten: list[Labell
             train.append(rec)
     for rec in handwritten:
         tags = [*rec.tags] if "handwritten" in rec.tags else [*rec.tags, "handwritten"]
-        (test if rng.random() < HANDWRITTEN_TEST_FRACTION else train).append(rec.model_copy(update={"tags": tags}))
+        (test if rng.random() < HANDWRITTEN_TEST_FRACTION else train).append(
+            rec.model_copy(update={"tags": tags})
+        )
     return train, test
 
 
@@ -119,9 +136,15 @@ def write_dataset(out: Path, seed: int = 0, per_task: int = 640, handwritten: Pa
     write_labelled(out / "labelled_train.jsonl", train)
     write_labelled(out / "labelled_test.jsonl", test)
     manifest = {
-        "seed": seed, "per_task": per_task, "command": f"python -m evals.labelled --out {out} --seed {seed}",
-        "generated": len(gen), "handwritten": len(hw), "train": len(train), "test": len(test),
-        "train_by_task": dict(Counter(r.task for r in train)), "test_by_task": dict(Counter(r.task for r in test)),
+        "seed": seed,
+        "per_task": per_task,
+        "command": f"python -m evals.labelled --out {out} --seed {seed}",
+        "generated": len(gen),
+        "handwritten": len(hw),
+        "train": len(train),
+        "test": len(test),
+        "train_by_task": dict(Counter(r.task for r in train)),
+        "test_by_task": dict(Counter(r.task for r in test)),
         "test_by_tag": dict(Counter(t for r in test for t in r.tags)),
         "held_out_templates": sorted(f"{t.task}/{t.name}" for t in TEMPLATES if t.held_out),
         "templates": len(TEMPLATES),

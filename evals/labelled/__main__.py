@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--handwritten", type=Path, default=Path("evals/data/handwritten.jsonl"))
     args = ap.parse_args(argv)
     m = write_dataset(args.out, args.seed, args.per_task, args.handwritten)
-    print(json.dumps({k: m[k] for k in ("generated", "handwritten", "train", "test", "test_by_tag")}, indent=2))
+    print(
+        json.dumps({k: m[k] for k in ("generated", "handwritten", "train", "test", "test_by_tag")}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -29,13 +29,38 @@ def boxes_moves(rng: random.Random, v: Vocab) -> Item:
         o = rng.choice(boxes[src])
         boxes[src].remove(o)
         boxes[dst].append(o)
-        lines.append(pick(rng, ["Move the {o} from {c} {s} to {c} {d}.", "The {o} goes from {c} {s} into {c} {d}.",
-                                "Take the {o} out of {c} {s} and put it in {c} {d}."], o=o, c=cont, s=src, d=dst))
+        lines.append(
+            pick(
+                rng,
+                [
+                    "Move the {o} from {c} {s} to {c} {d}.",
+                    "The {o} goes from {c} {s} into {c} {d}.",
+                    "Take the {o} out of {c} {s} and put it in {c} {d}.",
+                ],
+                o=o,
+                c=cont,
+                s=src,
+                d=dst,
+            )
+        )
     q = rng.randrange(1, nb + 1)
-    return Item(pick(rng, ["What does {c} {q} contain now?", "Which objects are in {c} {q} at the end?",
-                           "After all the moves, what's in {c} {q}?", "¿Qué hay en la {c} {q} al final?"], c=cont, q=q),
-                "\n".join(lines) if rng.random() < 0.5 else " ".join(lines), "steps", state=True,
-                answer=", ".join(boxes[q]) or "nothing")
+    return Item(
+        pick(
+            rng,
+            [
+                "What does {c} {q} contain now?",
+                "Which objects are in {c} {q} at the end?",
+                "After all the moves, what's in {c} {q}?",
+                "¿Qué hay en la {c} {q} al final?",
+            ],
+            c=cont,
+            q=q,
+        ),
+        "\n".join(lines) if rng.random() < 0.5 else " ".join(lines),
+        "steps",
+        state=True,
+        answer=", ".join(boxes[q]) or "nothing",
+    )
 
 
 @template(T, "cup_swaps")
@@ -47,11 +72,29 @@ def cup_swaps(rng: random.Random, v: Vocab) -> Item:
     for _ in range(_steps(rng)):
         a, b = rng.sample(range(1, n + 1), 2)
         pos = b if pos == a else a if pos == b else pos
-        lines.append(pick(rng, ["Swap cups {a} and {b}.", "The magician swaps cup {a} with cup {b}.", "swap {a} {b}"],
-                          a=a, b=b))
-    return Item(pick(rng, ["Where is the {o} now?", "Under which cup is the {o} at the end?",
-                           "Sous quel gobelet se trouve le {o} ?"], o=o),
-                "\n".join(lines), "game", state=True, answer=str(pos))
+        lines.append(
+            pick(
+                rng,
+                ["Swap cups {a} and {b}.", "The magician swaps cup {a} with cup {b}.", "swap {a} {b}"],
+                a=a,
+                b=b,
+            )
+        )
+    return Item(
+        pick(
+            rng,
+            [
+                "Where is the {o} now?",
+                "Under which cup is the {o} at the end?",
+                "Sous quel gobelet se trouve le {o} ?",
+            ],
+            o=o,
+        ),
+        "\n".join(lines),
+        "game",
+        state=True,
+        answer=str(pos),
+    )
 
 
 @template(T, "running_parity")
@@ -61,11 +104,25 @@ def running_parity(rng: random.Random, v: Vocab) -> Item:
     sep = rng.choice(["", " ", ",", ", "])
     seq = sep.join(bits)
     par = "odd" if bits.count("1") % 2 else "even"
-    return Item(pick(rng, [
-        "Is the number of 1s in this bit string even or odd?", "Compute the running parity of the bits below; give the final parity.",
-        "Track the parity as you read each bit. What's the parity at the end?", "What is the XOR of all these bits?",
-        "parity of {s}?", "¿La cantidad de unos es par o impar?", "Ist die Anzahl der Einsen gerade oder ungerade?",
-    ], s=seq[:40]), seq, "bits", state=True, answer=par)
+    return Item(
+        pick(
+            rng,
+            [
+                "Is the number of 1s in this bit string even or odd?",
+                "Compute the running parity of the bits below; give the final parity.",
+                "Track the parity as you read each bit. What's the parity at the end?",
+                "What is the XOR of all these bits?",
+                "parity of {s}?",
+                "¿La cantidad de unos es par o impar?",
+                "Ist die Anzahl der Einsen gerade oder ungerade?",
+            ],
+            s=seq[:40],
+        ),
+        seq,
+        "bits",
+        state=True,
+        answer=par,
+    )
 
 
 @template(T, "light_toggles")
@@ -81,9 +138,23 @@ def light_toggles(rng: random.Random, v: Vocab) -> Item:
             lines.append(f"{who} toggles the {dev}.")
         else:
             lines.append(f"{who} walks past the {dev} without touching it.")
-    return Item(pick(rng, ["Is the {d} {a} or {b} at the end?", "What is the final state of the {d}?",
-                           "After all that, {a} or {b}?"], d=dev, a=words[0], b=words[1]),
-                " ".join(lines), "story", state=True, answer=words[0] if on else words[1])
+    return Item(
+        pick(
+            rng,
+            [
+                "Is the {d} {a} or {b} at the end?",
+                "What is the final state of the {d}?",
+                "After all that, {a} or {b}?",
+            ],
+            d=dev,
+            a=words[0],
+            b=words[1],
+        ),
+        " ".join(lines),
+        "story",
+        state=True,
+        answer=words[0] if on else words[1],
+    )
 
 
 @template(T, "ball_passes")
@@ -94,11 +165,27 @@ def ball_passes(rng: random.Random, v: Vocab) -> Item:
     lines = [f"{holder} has the {o}."]
     for _ in range(_steps(rng)):
         to = rng.choice([p for p in people if p != holder])
-        lines.append(pick(rng, ["{a} passes the {o} to {b}.", "{a} throws it to {b}.", "{b} gets the {o} from {a}."],
-                          a=holder, b=to, o=o))
+        lines.append(
+            pick(
+                rng,
+                ["{a} passes the {o} to {b}.", "{a} throws it to {b}.", "{b} gets the {o} from {a}."],
+                a=holder,
+                b=to,
+                o=o,
+            )
+        )
         holder = to
-    return Item(pick(rng, ["Who has the {o} at the end?", "Who is holding the {o} now?", "¿Quién tiene el {o} al final?"],
-                     o=o), " ".join(lines), "story", state=True, answer=holder)
+    return Item(
+        pick(
+            rng,
+            ["Who has the {o} at the end?", "Who is holding the {o} now?", "¿Quién tiene el {o} al final?"],
+            o=o,
+        ),
+        " ".join(lines),
+        "story",
+        state=True,
+        answer=holder,
+    )
 
 
 _DIRS = ["north", "east", "south", "west"]
@@ -125,9 +212,22 @@ def robot_turns(rng: random.Random, v: Vocab) -> Item:
             y += k * [1, 0, -1, 0][d]
             lines.append(f"Move forward {k}.")
     ask_pos = rng.random() < 0.5
-    return Item("Where does the robot end up (x, y)?" if ask_pos else pick(rng, [
-        "Which direction is the robot facing at the end?", "Final heading?", "¿Hacia dónde mira el robot al final?"]),
-        "\n".join(lines), "instructions", state=True, answer=f"({x}, {y})" if ask_pos else _DIRS[d])
+    return Item(
+        "Where does the robot end up (x, y)?"
+        if ask_pos
+        else pick(
+            rng,
+            [
+                "Which direction is the robot facing at the end?",
+                "Final heading?",
+                "¿Hacia dónde mira el robot al final?",
+            ],
+        ),
+        "\n".join(lines),
+        "instructions",
+        state=True,
+        answer=f"({x}, {y})" if ask_pos else _DIRS[d],
+    )
 
 
 @template(T, "stack_ops")
@@ -143,18 +243,31 @@ def stack_ops(rng: random.Random, v: Vocab) -> Item:
             st.append(x)
             ops.append(f"push {x}")
     sep = rng.choice([", ", "; ", "\n"])
-    return Item(pick(rng, ["Starting from an empty stack, apply these operations. What is on top at the end?",
-                           "What does the stack look like (bottom to top) after these ops?",
-                           "Empty stack, then: ... what's the top element?"]),
-                sep.join(ops), "operations", state=True, answer=str(st[-1]) if st else "empty")
+    return Item(
+        pick(
+            rng,
+            [
+                "Starting from an empty stack, apply these operations. What is on top at the end?",
+                "What does the stack look like (bottom to top) after these ops?",
+                "Empty stack, then: ... what's the top element?",
+            ],
+        ),
+        sep.join(ops),
+        "operations",
+        state=True,
+        answer=str(st[-1]) if st else "empty",
+    )
 
 
 @template(T, "variable_updates")
 def variable_updates(rng: random.Random, v: Vocab) -> Item:
     names = rng.sample(["x", "y", "z", "a", "b", "counter", "total", "score"], 3)
     vals = {n: rng.randint(0, 20) for n in names}
-    lines = [f"{n} = {vals[n]}" for n in names] if rng.random() < 0.5 else \
-        [f"Let {n} be {vals[n]}." for n in names]
+    lines = (
+        [f"{n} = {vals[n]}" for n in names]
+        if rng.random() < 0.5
+        else [f"Let {n} be {vals[n]}." for n in names]
+    )
     for _ in range(_steps(rng)):
         a, b = rng.sample(names, 2)
         r = rng.random()
@@ -173,9 +286,22 @@ def variable_updates(rng: random.Random, v: Vocab) -> Item:
             vals[a] -= k
             lines.append(rng.choice([f"{a} -= {k}", f"Subtract {k} from {a}."]))
     q = rng.choice(names)
-    return Item(pick(rng, ["What is the value of {q} at the end?", "Follow the updates. Final {q}?",
-                           "After these steps, what does {q} equal?", "Valeur finale de {q} ?"], q=q),
-                "\n".join(lines), "steps", state=True, answer=str(vals[q]))
+    return Item(
+        pick(
+            rng,
+            [
+                "What is the value of {q} at the end?",
+                "Follow the updates. Final {q}?",
+                "After these steps, what does {q} equal?",
+                "Valeur finale de {q} ?",
+            ],
+            q=q,
+        ),
+        "\n".join(lines),
+        "steps",
+        state=True,
+        answer=str(vals[q]),
+    )
 
 
 @template(T, "people_rooms")
@@ -186,11 +312,31 @@ def people_rooms(rng: random.Random, v: Vocab) -> Item:
     for _ in range(_steps(rng)):
         p = rng.choice(people)
         where[p] = v.place
-        lines.append(pick(rng, ["{p} went to the {r}.", "{p} moved to the {r}.", "Then {p} walked into the {r}.",
-                                "{p} travelled to the {r}."], p=p, r=where[p]))
+        lines.append(
+            pick(
+                rng,
+                [
+                    "{p} went to the {r}.",
+                    "{p} moved to the {r}.",
+                    "Then {p} walked into the {r}.",
+                    "{p} travelled to the {r}.",
+                ],
+                p=p,
+                r=where[p],
+            )
+        )
     p = rng.choice(people)
-    return Item(pick(rng, ["Where is {p}?", "Where is {p} now?", "In which room is {p} at the end?",
-                           "Wo ist {p} jetzt?"], p=p), " ".join(lines), "story", state=True, answer=where[p])
+    return Item(
+        pick(
+            rng,
+            ["Where is {p}?", "Where is {p} now?", "In which room is {p} at the end?", "Wo ist {p} jetzt?"],
+            p=p,
+        ),
+        " ".join(lines),
+        "story",
+        state=True,
+        answer=where[p],
+    )
 
 
 @template(T, "list_permutations")
@@ -209,9 +355,20 @@ def list_permutations(rng: random.Random, v: Vocab) -> Item:
         else:
             items = items[::-1]
             lines.append("Reverse the list.")
-    return Item(pick(rng, ["What is the final list?", "Give the list after all operations.",
-                           "What's first in the list at the end?"]), "\n".join(lines), "operations", state=True,
-                answer=", ".join(items))
+    return Item(
+        pick(
+            rng,
+            [
+                "What is the final list?",
+                "Give the list after all operations.",
+                "What's first in the list at the end?",
+            ],
+        ),
+        "\n".join(lines),
+        "operations",
+        state=True,
+        answer=", ".join(items),
+    )
 
 
 @template(T, "dance_partners", held_out=True)
@@ -225,8 +382,13 @@ def dance_partners(rng: random.Random, v: Vocab) -> Item:
         cur[a], cur[b] = cur[b], cur[a]
         lines.append(f"{a} and {b} trade partners.")
     p = rng.choice(people)
-    return Item(f"At the end of the dance, who is {p} dancing with?", " ".join(lines), "story", state=True,
-                answer=cur[p])
+    return Item(
+        f"At the end of the dance, who is {p} dancing with?",
+        " ".join(lines),
+        "story",
+        state=True,
+        answer=cur[p],
+    )
 
 
 @template(T, "automaton", held_out=True)
@@ -238,8 +400,13 @@ def automaton(rng: random.Random, v: Vocab) -> Item:
     for c in inp:
         s = trans[(s, c)]
     table = "\n".join(f"in {a}, on {c} -> {b}" for (a, c), b in trans.items())
-    return Item(f"A machine starts in state {states[0]} and reads the input {inp}. Which state does it end in?",
-                table, "transitions", state=True, answer=s)
+    return Item(
+        f"A machine starts in state {states[0]} and reads the input {inp}. Which state does it end in?",
+        table,
+        "transitions",
+        state=True,
+        answer=s,
+    )
 
 
 @template(T, "inventory", held_out=True)
@@ -258,7 +425,9 @@ def inventory(rng: random.Random, v: Vocab) -> Item:
             stock[o] += k
             lines.append(f"{who} finds {k} more {o}s.")
     o = rng.choice(list(stock))
-    return Item(f"How many {o}s does {who} have now?", " ".join(lines), "story", state=True, answer=str(stock[o]))
+    return Item(
+        f"How many {o}s does {who} have now?", " ".join(lines), "story", state=True, answer=str(stock[o])
+    )
 
 
 @template(T, "door_events")
@@ -274,6 +443,18 @@ def door_events(rng: random.Random, v: Vocab) -> Item:
         lines.append(f"{t // 60:02d}:{t % 60:02d} {d} door {doors[d]} by {v.name}")
     d = rng.choice(list(doors))
     init = ", ".join(f"{k}" for k in doors)
-    return Item(pick(rng, ["Given these events for the doors ({i}), is the {d} door locked or unlocked at the end?",
-                           "Replay the events. Final state of the {d} door?"], i=init, d=d),
-                "\n".join(lines), "events", state=True, answer=doors[d])
+    return Item(
+        pick(
+            rng,
+            [
+                "Given these events for the doors ({i}), is the {d} door locked or unlocked at the end?",
+                "Replay the events. Final state of the {d} door?",
+            ],
+            i=init,
+            d=d,
+        ),
+        "\n".join(lines),
+        "events",
+        state=True,
+        answer=doors[d],
+    )

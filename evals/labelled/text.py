@@ -49,17 +49,30 @@ _SENTENCES = [
     "Despite the setbacks, support for {topic} remained high among local businesses.",
     "A follow-up study is planned for {year2}, with a larger sample and a longer time frame.",
 ]
-_WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+_WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 _PERIODS = ["last quarter", "past two years", "summer", "first half of the year", "past decade"]
 
 
 def sentence(rng: random.Random, v: Vocab) -> str:
     t = rng.choice(_SENTENCES)
     return t.format(
-        company=v.company, topic=v.topic, city=v.city, city2=v.city, name=v.name, name2=v.name,
-        pct=rng.randint(2, 60), period=rng.choice(_PERIODS), n=rng.randint(2, 12), n2=rng.randint(50, 5000),
-        month=v.month, money=rng.randint(2, 900), year=rng.randint(1995, 2024), year2=rng.randint(2025, 2040),
-        decade=rng.randrange(1900, 2000, 10), job=v.job, weekday=rng.choice(_WEEKDAYS),
+        company=v.company,
+        topic=v.topic,
+        city=v.city,
+        city2=v.city,
+        name=v.name,
+        name2=v.name,
+        pct=rng.randint(2, 60),
+        period=rng.choice(_PERIODS),
+        n=rng.randint(2, 12),
+        n2=rng.randint(50, 5000),
+        month=v.month,
+        money=rng.randint(2, 900),
+        year=rng.randint(1995, 2024),
+        year2=rng.randint(2025, 2040),
+        decade=rng.randrange(1900, 2000, 10),
+        job=v.job,
+        weekday=rng.choice(_WEEKDAYS),
     )
 
 
@@ -119,15 +132,43 @@ def noisy(rng: random.Random, instr: str) -> str:
     if rng.random() < 0.1:
         instr = instr.rstrip(".?!")
     if rng.random() < 0.15:
-        instr = rng.choice(["Hi! ", "hey, ", "Hello, ", "Quick one: ", "Please help. ", "Q: ", "ok so ",
-                            "Question - ", "Hola, ", "Bonjour ! "]) + instr
+        instr = (
+            rng.choice(
+                [
+                    "Hi! ",
+                    "hey, ",
+                    "Hello, ",
+                    "Quick one: ",
+                    "Please help. ",
+                    "Q: ",
+                    "ok so ",
+                    "Question - ",
+                    "Hola, ",
+                    "Bonjour ! ",
+                ]
+            )
+            + instr
+        )
+    r = rng.random()
+    if r < 0.04:
+        instr = f"Task: {instr}"
+    elif r < 0.08:
+        instr = f"Question: {instr}\nAnswer:"
+    elif r < 0.11:
+        instr = f"{instr} Explain your reasoning."
+    elif r < 0.14:
+        instr = f"I need help with something. {instr}"
+    elif r < 0.16:
+        instr = f"{instr} Be brief."
     if rng.random() < 0.1:
-        instr += rng.choice([" Thanks!", " thx", " Thank you in advance.", " pls", " :)", " Cheers.",
-                             " Merci.", " Danke!"])
+        instr += rng.choice(
+            [" Thanks!", " thx", " Thank you in advance.", " pls", " :)", " Cheers.", " Merci.", " Danke!"]
+        )
     return instr
 
 
 # -- composing an instruction with its context ---------------------------------------------------------
+
 
 def wrap_context(rng: random.Random, context: str, label: str = "text") -> str:
     style = rng.randrange(6)
