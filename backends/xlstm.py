@@ -562,6 +562,11 @@ def save(model: CausalLM, path: str | Path) -> None:
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
+def from_config(config: dict[str, Any], *, seed: int = 0, device: str | torch.device = "cpu") -> CausalLM:
+    """A freshly initialised model for a config (the other families' `from_config`)."""
+    return init_weights(build(config), seed).to(device)
+
+
 def init_weights(model: CausalLM, seed: int = 0) -> CausalLM:
     """Random weights of the right scale for training from scratch (and for tests)."""
     from backends.xlstm_slstm import SLSTMLayer, init_slstm_bias_
@@ -601,6 +606,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "small": {"model_type": "xlstm_lm", "embedding_dim": 256, "num_blocks": 4, "slstm_at": [1]},
     "base": {"model_type": "xlstm_lm", "embedding_dim": 512, "num_blocks": 6, "slstm_at": [1, 4]},
+    # ~2.7M, two sLSTM blocks: the trained zoo model (evals.tasks; the state-tracking claim)
+    "zoo": {"model_type": "xlstm_lm", "embedding_dim": 256, "num_blocks": 6, "slstm_at": [1, 4]},
     # the xLSTM-7B architecture (transformers), mLSTM only, at test size
     "7b-tiny": {
         "model_type": "xlstm",
