@@ -562,11 +562,6 @@ def save(model: CausalLM, path: str | Path) -> None:
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
-def from_config(config: dict[str, Any], *, seed: int = 0, device: str | torch.device = "cpu") -> CausalLM:
-    """A freshly initialised model for a config (the other families' `from_config`)."""
-    return init_weights(build(config), seed).to(device)
-
-
 def init_weights(model: CausalLM, seed: int = 0) -> CausalLM:
     """Random weights of the right scale for training from scratch (and for tests)."""
     from backends.xlstm_slstm import SLSTMLayer, init_slstm_bias_
