@@ -173,7 +173,8 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
                 "backends": backends, "cooldown": cooling}
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={200: {
+        "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics() -> Response:
         router.refresh_gauges()
         return Response(generate_latest(router.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -186,13 +187,19 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
 
     @app.put("/admin/policy", responses=_errors(*_REQUEST, 403, 422))
     async def put_policy(request: Request, _: Principal = Depends(admin)) -> JSONResponse:
-        text = (await request.body()).decode("utf-8")
+        try:
+            text = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise APIError(400, f"Policy is not valid UTF-8 (byte {exc.start})", param="policy",
+                           code="invalid_encoding") from None
         ok, detail = await router.policies.replace(text)
         if not ok:
             raise APIError(422, detail, param="policy", code="invalid_policy")
         return JSONResponse({"policy": router.policy.id})
 
-    @app.get("/admin/policy", responses=_errors(401, 403))
+    @app.get("/admin/policy", response_class=Response, responses={
+        200: {"description": "The policy file", "content": {"application/yaml": {"schema": {"type": "object"}}}},
+        **_errors(401, 403)})
     async def get_policy(_: Principal = Depends(admin)) -> Response:
         return Response(router.policies.path.read_text(), media_type="application/yaml")
 
