@@ -248,7 +248,7 @@ async def test_decision_log_buffer_is_bounded_and_drops_are_counted():
     assert [json.loads(p)["request_id"] for p in dl.pending] == ["r5", "r6", "r7"]  # oldest dropped first
     assert metrics.decision_log_dropped._value.get() == 5
     assert metrics.decision_log_pending._value.get() == 3
-    await dl.close()
+    await dl.close(drain_s=0.1)
 
 
 # ---------------------------------------------------------------- misbehaving backends, limits on input
@@ -383,6 +383,22 @@ def test_generation_timeout_is_504_and_an_error_event_in_a_stream(faulty):
     assert ok.status_code == 200 and ok.headers["x-archrouter-backend"] == "slow"
 
 
+def test_client_leaving_mid_stream_frees_the_backend(faulty):
+    slow = faulty.made["slow"]
+    body = chat("leave", max_tokens=30, temperature=0, stream=True, metadata={"path": "slow"})
+    with httpx.stream("POST", faulty.url + "/v1/chat/completions", json=body, timeout=30) as s:
+        lines = s.iter_lines()
+        assert next(lines).startswith("data: ")  # the stream is running (it would take 9 s in full)
+    # the client hung up: the generator is closed and its lock released, so the next request on the
+    # same backend starts at once instead of waiting out the abandoned stream (request timeout is 2 s)
+    calls = slow.calls
+    r = post(faulty, chat("next", max_tokens=2, metadata={"path": "slow"}))
+    assert r.status_code == 200 and r.headers["x-archrouter-backend"] == "slow" and slow.calls == calls + 1
+    text = httpx.get(faulty.url + "/metrics").text
+    assert wait_for(lambda: (metric(httpx.get(faulty.url + "/metrics").text, "archrouter_requests_total",
+                                    backend="slow", status="499") or 0) >= 1, 5), text
+
+
 def test_failing_backend_falls_back_then_cools_down(faulty):
     broken = chat("please answer", metadata={"path": "broken"})
     calls = lambda: faulty.made["broken"].calls  # noqa: E731
@@ -454,7 +470,7 @@ def test_sigterm_drains_streams_refuses_new_connections_and_exits_0(model_dir, t
         first = threading.Event()
 
         def stream(i: int) -> None:
-            body = {"model": ("tiny", "small")[i % 2], "prompt": f"stream {i}", "max_tokens": 120,
+            body = {"model": ("tiny", "small")[i % 2], "prompt": f"stream {i}", "max_tokens": 64,
                     "temperature": 0.8, "seed": i, "stream": True}
             lines = results.setdefault(i, [])
             try:
