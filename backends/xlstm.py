@@ -518,6 +518,12 @@ def build(config: dict[str, Any]) -> CausalLM:
     raise ValueError(f"not an xLSTM config: model_type={kind!r}")
 
 
+def from_config(config: dict[str, Any], *, seed: int = 0, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> CausalLM:
+    """A randomly initialised model of `config` (the family interface's constructor)."""
+    return init_weights(build(config), seed).to(device=device, dtype=dtype)
+
+
 def load(path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> CausalLM:
     """A model from a checkpoint folder: config.json + *.safetensors (see the module docstring)."""
     path = Path(path)

@@ -85,10 +85,7 @@ class SLSTMLayer(nn.Module):
         b = self.slstm_cell._bias_.view(4, self.nh, self.dh)
         h, c, n, m = cache.layer(idx, "h", "c", "n", "m")
         slots, cu = _batch_rows(cache, B, T, x.device)
-        if T == 1:
-            y = slstm_step(pre, R, b, h, c, n, m, slots)
-        else:
-            y = slstm_scan(pre, R, b, h, c, n, m, slots, cu)
+        y = slstm_step(pre, R, b, h, c, n, m, slots) if T == 1 else slstm_scan(pre, R, b, h, c, n, m, slots, cu)
         return self.group_norm(y.view(B, T, self.nh, self.dh))
 
 

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
     if factory is None:
         from router.embedded import embedded_factory
 
-        factory = embedded_factory(settings.device)
+        factory = embedded_factory(settings.device, redis_url=settings.redis_url)
     router = Router(settings, factory)
 
     @asynccontextmanager
@@ -230,7 +230,8 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
     )
     record: dict[str, Any] = {
         "request_id": rid, "endpoint": "chat" if chat else "completions", "model": body.model,
-        "key": principal.name, "policy": decision.policy, "features": features.to_dict(),
+        "key": principal.name, "policy": decision.policy,
+        "features": {k: v for k, v in features.to_dict().items() if k != "estimates"},  # estimates: in decision
         "decision": decision.to_dict(), "decision_ms": round(decision_s * 1000, 4),
     }
     candidates = [b for b in [decision.backend, *decision.fallbacks] if principal.may_use(b)]

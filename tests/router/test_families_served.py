@@ -5,21 +5,12 @@ from __future__ import annotations
 import openai
 import pytest
 
-from backends.families import FAMILIES, family_module, init_random
+from backends.families import FAMILIES, init_random
 from router.settings import Settings
 from tests.conftest import CLASSIFIER
 from tests.router.conftest import LiveServer, free_port
 
-
-def _available(family: str) -> bool:
-    try:
-        family_module(family)
-    except ModuleNotFoundError:
-        return False
-    return True
-
-
-SERVED = [f for f in FAMILIES if _available(f)]
+SERVED = list(FAMILIES)
 
 
 @pytest.fixture(scope="module")
