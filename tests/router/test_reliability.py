@@ -291,7 +291,7 @@ def faulty(model_dir, tmp_path_factory):
                        for n in ("tiny", "small", "broken", "midfail", "slow"))
     (d / "policy.yaml").write_text(FAULT_POLICY.format(classifier=CLASSIFIER, backends=backends))
     factory = faulty_factory({"broken": {"fail_every": 1}, "midfail": {"fail_after_chunks": 2},
-                              "slow": {"chunk_delay_s": 0.3}})
+                              "slow": {"chunk_delay_s": 0.3}, "small": {}})  # small: only counted
     stream = f"archrouter:test:faults:{uuid.uuid4().hex}"
     settings = Settings(host="127.0.0.1", port=free_port(), policy=str(d / "policy.yaml"), log_format="json",
                         redis_url=REDIS_URL if redis_ping(REDIS_URL) else None, decision_stream=stream,
@@ -433,8 +433,8 @@ def test_failing_backend_falls_back_then_cools_down(faulty):
 
 
 def test_mid_stream_failure_ends_the_stream_without_switching(faulty):
-    small = faulty.app.state.router.pool.get("small")
-    before = small.stats["requests"]
+    small = faulty.made["small"]
+    before = small.calls
     body = chat("tell me a story", max_tokens=30, temperature=0, stream=True, metadata={"path": "midfail"})
     with httpx.stream("POST", faulty.url + "/v1/chat/completions", json=body, timeout=30) as s:
         assert s.status_code == 200 and s.headers["x-archrouter-backend"] == "midfail"
@@ -445,7 +445,7 @@ def test_mid_stream_failure_ends_the_stream_without_switching(faulty):
     chunks = [json.loads(e) for e in events[:-2]]
     assert chunks and all(c["model"] == "midfail" for c in chunks)
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks)
-    assert small.stats["requests"] == before  # no silent switch to the fallback
+    assert small.calls == before  # no silent switch to the fallback
     text = httpx.get(faulty.url + "/metrics").text
     assert metric(text, "archrouter_requests_total", backend="midfail", status="500") >= 1.0
 
