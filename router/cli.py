@@ -54,7 +54,7 @@ def serve(
     # the signal; with this handler in place that re-raise returns, so a drained shutdown exits 0
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s), timeout_keep_alive=int(settings.keep_alive_s))
 
 
 def bind_host(host: str, *, keys_enabled: bool) -> tuple[str, str | None]:

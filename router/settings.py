@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_tokens_cap: int = 4096
     # time limits
     request_timeout_s: float = 300.0  # whole generation, first token to last
+    # idle keep-alive connections are kept longer than clients keep them (httpx and the openai client: 5 s),
+    # so a client never sends on a connection the server is closing at that moment
+    keep_alive_s: float = 65.0
     shutdown_grace_s: float = 30.0  # SIGTERM: in-flight streams get this long to finish
     # fallbacks: a backend failing `cooldown_failures` times within `cooldown_window_s` sits out `cooldown_s`
     cooldown_failures: int = 3
