@@ -236,27 +236,6 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
     }
     candidates = [b for b in [decision.backend, *decision.fallbacks] if principal.may_use(b)]
     deadline = time.perf_counter() + router.settings.request_timeout_s
-    try:
-        opened = await open_stream(router.pool, candidates, gen_request, router.cooldowns,
-                                   first_token_timeout_s=router.settings.request_timeout_s)
-    except APIError as exc:
-        record.update(status=exc.status, error=exc.message, fallbacks_tried=candidates)
-        router.metrics.requests.labels(record["endpoint"], "none", decision.rule, str(exc.status)).inc()
-        await router.decisions.record(record)
-        raise
-    ttft = time.perf_counter() - t0
-    router.metrics.ttft.labels(opened.backend).observe(ttft)
-    if opened.backend != decision.backend:
-        router.metrics.fallbacks.labels(decision.backend, opened.backend).inc()
-    record.update(backend=opened.backend, fallbacks_used=[n for n, _ in opened.failed], ttft_ms=ttft * 1000)
-    headers = {
-        "x-archrouter-backend": opened.backend,
-        "x-archrouter-rule": decision.rule if opened.backend == decision.backend else f"{decision.rule}+fallback",
-        "x-archrouter-policy": decision.policy,
-        **verdict.headers(),
-    }
-    if opened.failed:
-        headers["x-archrouter-fallback-from"] = ",".join(n for n, _ in opened.failed)
 
     async def finish(last, status: str = "200") -> None:
         elapsed = time.perf_counter() - t0
@@ -273,29 +252,68 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
         record.update(status=int(status), latency_ms=elapsed * 1000)
         await router.decisions.record(record)
 
+    # A non-streamed answer has sent nothing yet, so a backend failing mid-generation is retried on the
+    # next candidate like one failing before its first token; a stream that has started is never switched.
+    failed_before: list[tuple[str, str]] = []
+    remaining = candidates
+    while True:
+        try:
+            opened = await open_stream(router.pool, remaining, gen_request, router.cooldowns,
+                                       first_token_timeout_s=router.settings.request_timeout_s)
+        except APIError as exc:
+            record.update(status=exc.status, error=exc.message, fallbacks_tried=candidates,
+                          failed_mid_generation=failed_before)
+            router.metrics.requests.labels(record["endpoint"], "none", decision.rule, str(exc.status)).inc()
+            await router.decisions.record(record)
+            raise
+        opened.failed[:0] = failed_before
+        opened_at = time.perf_counter()
+        record.update(backend=opened.backend, fallbacks_used=[n for n, _ in opened.failed])
+        if body.stream:
+            break
+        text, last = opened.first.text, opened.first
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                while not last.finish_reason:
+                    last = await anext(opened.rest)
+                    text += last.text
+            break
+        except TimeoutError:
+            await finish(last, "504")
+            raise APIError(504, f"generation took longer than {router.settings.request_timeout_s}s",
+                           type="server_error", code="timeout") from None
+        except Exception as exc:
+            router.cooldowns.failed(opened.backend)
+            log.warning("backend_failed_mid_generation", backend=opened.backend, error=repr(exc))
+            failed_before = [*opened.failed, (opened.backend, f"{type(exc).__name__}: {exc}")]
+            remaining = [c for c in candidates if c not in {n for n, _ in failed_before}]
+            if not remaining:
+                await finish(last, "500")
+                raise APIError(500, f"backend {opened.backend!r} failed mid-generation: {exc}", type="server_error",
+                               code="backend_error") from exc
+        finally:
+            # the backend's stream is suspended after its last chunk (or mid-way): close it now, so its
+            # worker is released at once rather than whenever the generator is garbage-collected
+            await opened.rest.aclose()
+
+    ttft = opened_at - t0
+    router.metrics.ttft.labels(opened.backend).observe(ttft)
+    if opened.backend != decision.backend:
+        router.metrics.fallbacks.labels(decision.backend, opened.backend).inc()
+    record.update(ttft_ms=ttft * 1000)
+    headers = {
+        "x-archrouter-backend": opened.backend,
+        "x-archrouter-rule": decision.rule if opened.backend == decision.backend else f"{decision.rule}+fallback",
+        "x-archrouter-policy": decision.policy,
+        **verdict.headers(),
+    }
+    if opened.failed:
+        headers["x-archrouter-fallback-from"] = ",".join(n for n, _ in opened.failed)
+
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_sse(opened, rid, chat, include_usage, finish, deadline, router.cooldowns),
                                  media_type="text/event-stream", headers=headers)
-    text, last = opened.first.text, opened.first
-    try:
-        async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
-            while not last.finish_reason:
-                last = await anext(opened.rest)
-                text += last.text
-    except TimeoutError:
-        await finish(last, "504")
-        raise APIError(504, f"generation took longer than {router.settings.request_timeout_s}s", type="server_error",
-                       code="timeout") from None
-    except Exception as exc:
-        router.cooldowns.failed(opened.backend)
-        await finish(last, "500")
-        raise APIError(500, f"backend {opened.backend!r} failed mid-generation: {exc}", type="server_error",
-                       code="backend_error") from exc
-    finally:
-        # the backend's stream is suspended after its last chunk (or mid-way): close it now, so its
-        # worker is released at once rather than whenever the generator is garbage-collected
-        await opened.rest.aclose()
     await finish(last)
     body_out = (schemas.chat_response if chat else schemas.completion_response)(
         rid, opened.backend, text, last.finish_reason or "stop", _usage(last)

@@ -450,6 +450,20 @@ def test_mid_stream_failure_ends_the_stream_without_switching(faulty):
     assert metric(text, "archrouter_requests_total", backend="midfail", status="500") >= 1.0
 
 
+def test_non_stream_failure_mid_generation_is_retried_on_a_fallback(faulty):
+    # nothing has reached the client yet, so retrying on the next candidate duplicates nothing
+    small, midfail = faulty.made["small"], faulty.made["midfail"]
+    s0, m0 = small.calls, midfail.calls
+    r = post(faulty, chat("tell me a story", max_tokens=30, temperature=0, metadata={"path": "midfail"}))
+    assert r.status_code == 200 and r.headers["x-archrouter-backend"] == "small" and r.json()["model"] == "small"
+    assert r.headers["x-archrouter-fallback-from"] == "midfail"
+    assert (small.calls, midfail.calls) == (s0 + 1, m0 + 1)
+    # pinned: no fallback to walk, so the failure is the answer
+    r = post(faulty, {**chat("tell me a story", max_tokens=30, temperature=0), "model": "midfail"})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "backend_error"
+    assert "midfail" in r.json()["error"]["message"]
+
+
 # ---------------------------------------------------------------- SIGTERM during streams
 
 
