@@ -5,6 +5,8 @@ A family module (`transformer.py`, `mamba.py`, `rwkv.py`, `xlstm.py`) exposes::
     def load(path, *, device="cpu", dtype=torch.float32) -> CausalLM
     def save(model, path) -> None                 # the family's public checkpoint format
     def random_config(preset: str) -> dict        # a config.json dict for `archrouter init-models`
+    def from_config(config, *, seed=...) -> CausalLM   # random weights of that config
+    def load_tokenizer(path) -> Tokenizer         # optional; else backends.tokenizer.load_tokenizer
     class CausalLM(torch.nn.Module):
         def init_cache(self, batch_size: int) -> Cache
         def forward(self, input_ids, cache=None) -> tuple[logits, Cache]

@@ -18,8 +18,11 @@ class StopMatcher:
         buf = self._held + text
         if not self.stops:
             return buf, False
-        cut = min((i for s in self.stops if (i := buf.find(s)) >= 0), default=-1)
-        if cut >= 0:
+        # the stop that completes first wins (as if text arrived one character at a time), so the
+        # result does not depend on how the text was split into tokens
+        hits = [(i + len(s), i) for s in self.stops if (i := buf.find(s)) >= 0]
+        if hits:
+            cut = min(hits)[1]
             self._held = ""
             return buf[:cut], True
         keep = 0  # longest suffix of buf that is a proper prefix of some stop

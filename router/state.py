@@ -8,6 +8,7 @@ from router import schemas
 from router.auth import KeyStore, Principal, forbidden_backend
 from router.cooldown import Cooldowns
 from router.decision_log import DecisionLog
+from router.engine_metrics import EngineCollector
 from router.errors import APIError
 from router.metrics import Metrics
 from router.policy_holder import PolicyHolder
@@ -21,12 +22,15 @@ class Router:
         self.settings = settings
         self.metrics = Metrics()
         self.pool = BackendPool(factory)
+        self.metrics.registry.register(EngineCollector(self.engine_stats))
         self.policies = PolicyHolder(settings.policy, self.pool, self.metrics)
         self.decisions = DecisionLog(
-            self.metrics, settings.redis_url, settings.decision_stream, settings.decision_stream_maxlen
+            self.metrics, settings.redis_url, settings.decision_stream, settings.decision_stream_maxlen,
+            buffer=settings.decision_log_buffer,
         )
         self.keys = KeyStore.from_config(settings.keys_file, settings.api_keys, settings.admin_key)
         self.limiter = RateLimiter(settings.redis_url, default_rpm=settings.rpm, default_tpm=settings.tpm,
+                                   retry_redis_s=settings.ratelimit_redis_retry_s,
                                    on_mode=lambda mode: self.metrics.ratelimit_mode.set(mode == "redis"))
         self.cooldowns = Cooldowns(failures=settings.cooldown_failures, window_s=settings.cooldown_window_s,
                                    cooldown_s=settings.cooldown_s)
@@ -61,7 +65,7 @@ class Router:
         prompt = body.prompt if isinstance(body, schemas.CompletionRequest) else None
         features = policy.features(
             messages=messages, prompt=prompt, max_tokens=body.limit(), metadata=body.metadata or {},
-            session_id=body.user,
+            session_id=body.user, queue_depth=self.queue_depths(),
         )
         decision = policy.decide(features, pinned=None if body.model == "auto" else body.model)
         elapsed = time.perf_counter() - t0
@@ -69,6 +73,13 @@ class Router:
         if not any(principal.may_use(b) for b in [decision.backend, *decision.fallbacks]):
             raise forbidden_backend(principal, decision.backend)
         return features, decision, elapsed
+
+    def engine_stats(self) -> dict[str, dict[str, float]]:
+        """Each in-process engine's stats() (backends without one, such as Ray handles, are left out)."""
+        return {name: stats() for name, c in self.pool.clients.items() if callable(stats := getattr(c, "stats", None))}
+
+    def queue_depths(self) -> dict[str, int]:
+        return {name: int(s.get("queue_depth", 0)) for name, s in self.engine_stats().items()}
 
     def refresh_gauges(self) -> None:
         cooling = self.cooldowns.state()

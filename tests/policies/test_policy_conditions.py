@@ -217,10 +217,9 @@ def test_random_conditions_compile_or_report_and_never_crash(raw, f: Features) -
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=CONDITIONS)
 def test_random_conditions_in_a_policy_file_raise_only_policy_error(raw) -> None:
-    from conftest import KEYWORDS, KeywordClassifier
-
     from policies.errors import PolicyError
     from policies.loader import parse_policy
+    from tests.policies.conftest import KEYWORDS, KeywordClassifier
 
     text = yaml.safe_dump(
         {

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import KEYWORDS, KeywordClassifier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +20,7 @@ from policies.features import estimate_prompt_tokens, render_text
 from policies.loader import load_policy, parse_policy
 from policies.schema import CostModel
 from policies.types import TASKS, Features
+from tests.policies.conftest import KEYWORDS, KeywordClassifier
 
 POLICY = """\
 name: test
@@ -249,7 +249,8 @@ def test_features_from_chat_messages(policy) -> None:
     assert f.turns == 2
     assert f.task == "code"
     assert abs(sum(f.task_probs.values()) - 1.0) < 1e-9 and set(f.task_probs) == set(TASKS)
-    text = "Be brief.\nWrite a python function\ndef f(): pass\nnow héllo"
+    # rendered as the classifier's training data is (role: content blocks)
+    text = "system: Be brief.\n\nuser: Write a python function\n\nassistant: def f(): pass\n\nuser: now héllo"
     assert policy.classifier.seen[-1] == text == render_text(messages)
     body = sum(
         len(s.encode()) for s in ("Be brief.", "Write a python function", "def f(): pass", "now héllo")
@@ -269,9 +270,10 @@ def test_features_from_a_completion_prompt(policy) -> None:
 def test_repository_policy_is_valid(classifier) -> None:
     root = Path(__file__).resolve().parents[2]
     policy = load_policy(root / "config" / "policy.yaml", classifier=classifier)
-    assert [b.name for b in policy.catalogue] == ["transformer-tiny", "transformer-small", "transformer-base"]
+    assert {b.family for b in policy.catalogue} == {"transformer", "mamba", "rwkv", "xlstm"}
     long = policy.decide(policy.features(prompt="a" * 3000))
-    assert (long.backend, long.rule) == ("transformer-base", "long-prompts")
+    cheapest = min(["transformer-base", "mamba", "rwkv"], key=lambda b: long.estimates[b].cost)
+    assert (long.backend, long.rule) == (cheapest, "long-prompts")
     chat = policy.decide(policy.features(messages=[{"role": "user", "content": "hi, thanks"}], max_tokens=32))
     assert (chat.backend, chat.rule) == ("transformer-tiny", "short-chat")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import KeywordClassifier
 
 from policies.errors import PolicyError
 from policies.loader import load_policy, parse_policy
+from tests.policies.conftest import KeywordClassifier
 
 HEAD = """\
 name: test

@@ -14,9 +14,7 @@ import uvicorn
 from backends.families import init_random
 from router.app import create_app
 from router.settings import Settings
-from tests.conftest import ROOT
-
-CLASSIFIER = ROOT / "models/classifier/task-classifier.json"
+from tests.conftest import CLASSIFIER
 
 
 def policy_text(models: Path, *, default: str = "tiny", name: str = "test", extra_rule: str = "") -> str:
@@ -62,8 +60,8 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings: Settings):
-        self.app = create_app(settings)
+    def __init__(self, settings: Settings, factory=None):
+        self.app = create_app(settings, factory=factory)
         self.url = f"http://{settings.host}:{settings.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host=settings.host, port=settings.port,
                                                     log_level="warning", lifespan="on"))

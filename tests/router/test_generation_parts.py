@@ -51,6 +51,12 @@ def test_stop_matcher_equals_find_on_whole_text(text, stops, seed):
             break
     if not stopped:
         out += m.flush()
-    cuts = [text.find(s) for s in stops if text.find(s) >= 0]
-    assert out == (text[: min(cuts)] if cuts else text)
-    assert stopped == bool(cuts)
+    # oracle: feed one character at a time; stop at the first stop string to complete
+    expect, hit = text, False
+    for end in range(1, len(text) + 1):
+        done = [s for s in stops if text[:end].endswith(s)]
+        if done:
+            expect, hit = text[: end - max(map(len, done))], True
+            break
+    assert out == expect
+    assert stopped == hit

@@ -1,0 +1,42 @@
+"""Engine settings: explicit arguments, else ARCHROUTER_ENGINE_* environment variables, else defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARCHROUTER_ENGINE_", extra="ignore")
+
+    # the running batch: sequences being prefilled or decoded together
+    max_num_seqs: int = Field(32, gt=0)
+    # tokens one step may feed through the model (decode rows + prefill chunks); bounds a step's latency
+    max_num_batched_tokens: int = Field(512, gt=0)
+    # distinct prompt-chunk lengths per step before chunks are rounded down to powers of two
+    max_prefill_shapes: int = Field(4, gt=0)
+    # bounded waiting queue (beyond free seats): past it a request is refused (BackendOverloaded -> HTTP 429)
+    max_waiting: int = Field(256, ge=0)
+    # a request still waiting for admission after this long fails (QueueTimeout -> HTTP 503)
+    queue_timeout_s: float = Field(30.0, gt=0)
+    # attention caches grow with tokens: admission reserves prompt + max_tokens against this budget
+    # (until the paged cache's block pool replaces it); recurrent caches are fixed-size, one slot a row
+    kv_token_budget: int = Field(65_536, gt=0)
+    # recurrent-state prefix cache: "auto" = on for recurrent families, off for attention
+    state_cache: Literal["auto", "on", "off"] = "auto"
+    state_cache_block: int = Field(32, gt=0)  # snapshots sit at multiples of this many tokens
+    state_cache_ttl_s: int = Field(3600, gt=0)  # Redis only
+    state_cache_max_bytes: int = Field(1 << 30, gt=0)
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "ARCHROUTER_REDIS_URL", "redis_url")
+    )
+
+    @model_validator(mode="after")
+    def _step_fits_the_batch(self) -> EngineConfig:
+        # every decoding sequence feeds one token a step; a smaller budget would starve prefill forever
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least "
+                             f"max_num_seqs ({self.max_num_seqs})")
+        return self

@@ -1,0 +1,176 @@
+"""WKV-7 Triton kernels (run by the interpreter on CPU) against the plain-PyTorch recurrence."""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton compiles anything
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.wkv7 import naive_wkv7, wkv7
+
+chunk_wkv7 = pytest.importorskip("kernels.wkv7.chunk").chunk_wkv7
+fused_recurrent_wkv7 = pytest.importorskip("kernels.wkv7.fused_recurrent").fused_recurrent_wkv7
+
+# fp32: the chunked form reorders sums and divides by cumulative decays: 1e-4 on O(1) outputs.
+# bf16 inputs: both paths compute in fp32 from the same rounded inputs; the outputs can differ by
+# one bf16 rounding of y (2^-8 relative, 2^-7 with the reference's own rounding): rtol 1e-2.
+TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.bfloat16: dict(atol=1e-2, rtol=1e-2)}
+
+
+def assert_close(y, y_ref, dtype=torch.float32):
+    torch.testing.assert_close(y.float(), y_ref.float(), **TOL[dtype])
+
+
+def make_inputs(B, T, H, N, dtype=torch.float32, gen=None):
+    """RWKV-7-shaped inputs: log decay in [-exp(-0.5), 0), a = -kk, b = kk * gate, |kk| = 1."""
+
+    def rnd(*s):
+        return torch.randn(*s, generator=gen)
+
+    r, k, v = rnd(B, T, H, N), rnd(B, T, H, N) * 0.5, rnd(B, T, H, N)
+    w = -0.6065 * torch.sigmoid(rnd(B, T, H, N) * 2)
+    kk = F.normalize(rnd(B, T, H, N), dim=-1)
+    gate = torch.sigmoid(rnd(B, T, H, N))
+    return [x.to(dtype) for x in (r, w, k, v, -kk, kk * gate)]
+
+
+@pytest.fixture
+def gen():
+    g = torch.Generator()
+    g.seed()  # fresh inputs every run
+    return g
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk", [16, 32])
+def test_chunk_matches_reference_with_state_in_and_out(dtype, chunk, gen):
+    B, T, H, N = 2, 45, 2, 32  # odd length: last chunk partial
+    x = make_inputs(B, T, H, N, dtype, gen)
+    s0 = torch.randn(B, H, N, N, generator=gen) * 0.3
+    ref_pool, pool = s0.clone(), s0.clone()
+    y_ref = naive_wkv7(*x, ref_pool)
+    y = chunk_wkv7(*x, pool, chunk_size=chunk)
+    assert_close(y, y_ref, dtype)
+    assert (pool - ref_pool).abs().max() < 1e-4  # state stays fp32 for both
+    assert y.dtype == dtype
+
+
+def test_chunk_bf16_scratch(gen):
+    """Intermediates stored in bf16 between the two kernels: each rounded to 2^-8 relative, with
+    sums of several such terms per output; the state and arithmetic stay fp32 -> max error within
+    2e-2 of the outputs' (and states') largest magnitude."""
+    B, T, H, N = 2, 45, 2, 32
+    x = make_inputs(B, T, H, N, torch.bfloat16, gen)
+    s0 = torch.randn(B, H, N, N, generator=gen) * 0.3
+    ref_pool, pool = s0.clone(), s0.clone()
+    y_ref = naive_wkv7(*x, ref_pool)
+    y = chunk_wkv7(*x, pool, chunk_size=16, scratch_dtype=torch.bfloat16)
+    assert (y.float() - y_ref.float()).abs().max() < 2e-2 * y_ref.float().abs().max()
+    assert (pool - ref_pool).abs().max() < 2e-2 * ref_pool.abs().max()
+
+
+def test_chunk_size_64_and_one_token_sequence(gen):
+    x = make_inputs(1, 70, 1, 64, gen=gen)
+    pool_ref, pool = torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64)
+    y_ref = naive_wkv7(*x, pool_ref)
+    y = chunk_wkv7(*x, pool, chunk_size=64)
+    assert (y - y_ref).abs().max() < 1e-4
+    assert (pool - pool_ref).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_recurrent_matches_reference(dtype, gen):
+    B, T, H, N = 3, 7, 2, 32
+    x = make_inputs(B, T, H, N, dtype, gen)
+    s0 = torch.randn(B, H, N, N, generator=gen) * 0.3
+    ref_pool, pool = s0.clone(), s0.clone()
+    y_ref = naive_wkv7(*x, ref_pool)
+    y = fused_recurrent_wkv7(*x, pool, block_v=16)
+    assert_close(y, y_ref, dtype)
+    assert (pool - ref_pool).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("kernel", ["chunk", "fused_recurrent"])
+def test_varlen_slots_leave_other_states_untouched(kernel, gen):
+    """Packed ragged batch, states scattered over a larger pool in shuffled order; rows of the
+    pool that no sequence names must come back bit-identical (fla #1272: padding must not decay
+    a state)."""
+    H, N = 2, 32
+    lens = [5, 1, 0, 33, 18]  # a zero-length sequence too
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()])
+    x = make_inputs(1, sum(lens), H, N, gen=gen)
+    pool0 = torch.randn(7, H, N, N, generator=gen) * 0.3
+    slots = torch.tensor([5, 0, 6, 3, 2], dtype=torch.int32)
+    ref_pool, pool = pool0.clone(), pool0.clone()
+    y_ref = naive_wkv7(*x, ref_pool, slots, cu)
+    fn = chunk_wkv7 if kernel == "chunk" else fused_recurrent_wkv7
+    y = fn(*x, pool, slots, cu)
+    assert (y - y_ref).abs().max() < 1e-4
+    assert (pool - ref_pool).abs().max() < 1e-4
+    for untouched in (1, 4, 6):  # 6 belongs to the empty sequence
+        assert torch.equal(pool[untouched], pool0[untouched])
+    # each sequence alone, from its own state, gives the same output: no leakage across sequences
+    for i, (lo, hi) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True)):
+        alone = pool0[slots[i].long()].unsqueeze(0).clone()
+        y_i = naive_wkv7(*(t[:, lo:hi] for t in x), alone)
+        torch.testing.assert_close(y[:, lo:hi], y_i, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(pool[slots[i].long()], alone[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", ["chunk", "fused_recurrent", "naive"])
+def test_padding_slot_touches_no_state(kernel, gen):
+    """A decode batch padded to a fixed size (as a CUDA graph needs): slot -1 rows read and write nothing."""
+    H, N = 2, 16
+    T = 1 if kernel != "chunk" else 20
+    x = make_inputs(4, T, H, N, gen=gen)
+    pool0 = torch.randn(3, H, N, N, generator=gen)
+    slots = torch.tensor([2, -1, 0, -1], dtype=torch.int32)
+    pool = pool0.clone()
+    fn = {"chunk": chunk_wkv7, "fused_recurrent": fused_recurrent_wkv7, "naive": naive_wkv7}[kernel]
+    y = fn(*x, pool, slots)
+    assert torch.equal(pool[1], pool0[1])
+    ref = pool0[[2, 0]].clone()
+    y_ref = naive_wkv7(*(t[[0, 2]] for t in x), ref)
+    assert (y[[0, 2]] - y_ref).abs().max() < 1e-4
+    assert (pool[[2, 0]] - ref).abs().max() < 1e-4
+
+
+def test_decode_steps_continue_a_chunked_prefill(gen):
+    """Prefill with the chunked kernel, then decode token by token with the fused one: same as
+    the reference over the whole sequence."""
+    B, T, H, N = 2, 21, 1, 32
+    x = make_inputs(B, T, H, N, gen=gen)
+    ref_pool, pool = torch.zeros(B, H, N, N), torch.zeros(B, H, N, N)
+    y_ref = naive_wkv7(*x, ref_pool)
+    ys = [chunk_wkv7(*(t[:, :16] for t in x), pool, chunk_size=16)]
+    for t in range(16, T):
+        ys.append(fused_recurrent_wkv7(*(u[:, t : t + 1] for u in x), pool))
+    assert (torch.cat(ys, 1) - y_ref).abs().max() < 1e-4
+    assert (pool - ref_pool).abs().max() < 1e-4
+
+
+def test_dispatch_takes_reference_on_cpu(gen):
+    x = make_inputs(1, 5, 1, 16, gen=gen)
+    p1, p2 = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+    assert torch.equal(wkv7(*x, p1), naive_wkv7(*x, p2))
+    assert torch.equal(p1, p2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("T", [1, 7, 300])
+def test_cuda_dispatch_matches_reference(T):
+    """On the GPU the public entry point takes the compiled Triton kernels (chunked for prefill,
+    fused recurrent for decode); bf16 inputs, fp32 state, real head size."""
+    B, H, N = 3, 4, 64
+    x = [t.cuda() for t in make_inputs(B, T, H, N, torch.bfloat16)]
+    s0 = torch.randn(B + 2, H, N, N, device="cuda") * 0.1
+    slots = torch.tensor([4, 0, 2], dtype=torch.int32, device="cuda")
+    ref_pool, pool = s0.clone(), s0.clone()
+    y_ref = naive_wkv7(*x, ref_pool, slots)
+    y = wkv7(*x, pool, slots)
+    assert_close(y, y_ref, torch.bfloat16)
+    torch.testing.assert_close(pool, ref_pool, atol=1e-3, rtol=1e-3)  # tf32 matmuls in the chunked path
+    assert torch.equal(pool[[1, 3]], s0[[1, 3]])
