@@ -4,21 +4,13 @@ from pathlib import Path
 import pytest
 import torch
 
-# Without a GPU every Triton kernel runs in the interpreter; this must be set before any kernel
-# module is imported (triton.jit decides at decoration time).
+# Without a GPU every Triton kernel runs in the interpreter. This must be set before anything imports
+# triton (transformers does): triton.jit and triton.language's own helpers decide at import time.
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Without CUDA, Triton kernels run interpreted. TRITON_INTERPRET must be set before anything imports
-# triton (transformers does, when triton is installed): triton.language's own @jit helpers (tl.zeros,
-# tl.sum, ...) are built at import, and the interpreter can call them only if they were built under it.
-if "TRITON_INTERPRET" not in os.environ:
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ["TRITON_INTERPRET"] = "1"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CLASSIFIER = ROOT / "models/classifier/task-classifier.json.gz"  # the shipped classifier
 
