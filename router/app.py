@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from backends.protocol import GenerationRequest, SamplingParams
-from router import errors, schemas
+from router import dashboard, errors, schemas
 from router.auth import Principal
 from router.dispatch import Opened, open_stream
 from router.errors import APIError
@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
     async def get_policy(_: Principal = Depends(admin)) -> Response:
         return Response(router.policies.path.read_text(), media_type="application/yaml")
 
+    app.include_router(dashboard.build(router))
     return app
 
 
