@@ -21,8 +21,8 @@ def listing(folder: Path = CAPABILITY_DIR) -> dict[str, Any]:
         for p in sorted(folder.iterdir()):
             ext = p.suffix.lower()
             if p.is_file() and _SAFE.match(p.name) and (ext in IMAGES or ext in DATA):
-                files.append({"name": p.name, "kind": "image" if ext in IMAGES else "data", "bytes": p.stat().st_size,
-                              "title": p.stem.replace("_", " ").replace("-", " ")})
+                files.append({"name": p.name, "kind": "image" if ext in IMAGES else "data",
+                              "bytes": p.stat().st_size, "title": p.stem.replace("_", " ").replace("-", " ")})
     return {"folder": _shown(folder), "exists": folder.is_dir(), "files": files}
 
 

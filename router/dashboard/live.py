@@ -75,7 +75,8 @@ class RowFilter:
         self.backend, self.rule = backend or None, rule or None
 
     def __call__(self, r: dict[str, Any]) -> bool:
-        return (self.backend is None or r["backend"] == self.backend) and (self.rule is None or r["rule"] == self.rule)
+        return ((self.backend is None or r["backend"] == self.backend)
+                and (self.rule is None or r["rule"] == self.rule))
 
 
 def event(kind: str, data: dict[str, Any]) -> str:
@@ -116,7 +117,8 @@ async def redis_events(url: str, stream: str, keep: RowFilter, fallback: Callabl
                 yield chunk
             return
         yield event("source", {"source": "redis", "stream": stream})
-        last = newest_first[0][0] if newest_first else b"0-0"  # a real id, so nothing added meanwhile is skipped
+        # start from a real id (never "$"), so nothing added between two reads is skipped
+        last = newest_first[0][0] if newest_first else b"0-0"
         for sid, fields in reversed(newest_first):
             if (r := _stream_row(sid, fields)) is not None and keep(r):
                 yield event("decision", r)

@@ -96,7 +96,8 @@ def _delta(new: dict[float, float], old: dict[float, float]) -> dict[float, floa
 class LoadTracker:
     """Samples on demand (at most once a second) and answers the Backends view's JSON."""
 
-    def __init__(self, router, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+    def __init__(self, router, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
         self.router = router
         self.clock, self.wall = clock, wall
         self.samples: deque[tuple[float, dict[str, Sample]]] = deque()

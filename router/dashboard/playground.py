@@ -90,8 +90,8 @@ class LabelledSets:
 
 def example_body(rec: LabelledPrompt) -> dict[str, Any]:
     messages = [m.model_dump() for m in rec.messages] if rec.messages is not None else None
-    return {"id": rec.id, "task": rec.task, "best_backend": rec.best_backend, "state_tracking": rec.tracks_state(),
-            "messages": messages, "prompt": rec.prompt}
+    return {"id": rec.id, "task": rec.task, "best_backend": rec.best_backend,
+            "state_tracking": rec.tracks_state(), "messages": messages, "prompt": rec.prompt}
 
 
 def check_policy(text: str, live, file: str):

@@ -116,12 +116,13 @@ def build(router) -> APIRouter:
 
     @api.post("/dashboard/api/policy/validate")
     async def validate(body: PolicyText, _: Principal = Depends(principal)) -> dict[str, Any]:
-        return await asyncio.to_thread(playground.validate, body.text, router.policy, str(router.policies.path))
+        return await asyncio.to_thread(playground.validate, body.text, router.policy,
+                                       str(router.policies.path))
 
     @api.post("/dashboard/api/policy/diff")
     async def diff(body: DiffRequest, _: Principal = Depends(principal)) -> dict[str, Any]:
-        return await asyncio.to_thread(playground.diff, body.text, router.policy, str(router.policies.path), sets,
-                                       limit=body.limit, seed=body.seed)
+        return await asyncio.to_thread(playground.diff, body.text, router.policy, str(router.policies.path),
+                                       sets, limit=body.limit, seed=body.seed)
 
     @api.get("/dashboard/api/capability")
     async def capability_files(_: Principal = Depends(principal)) -> dict[str, Any]:

@@ -6,8 +6,8 @@ import os
 import shutil
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
 
 
@@ -22,7 +22,7 @@ def launch(playwright):
     """A headless chromium; raises RuntimeError saying why when none can be started."""
     path = chromium_path()
     if path is None:
-        raise RuntimeError("no chromium at /usr/bin/chromium (make test installs it: apt-get install chromium)")
+        raise RuntimeError("no chromium at /usr/bin/chromium (`make test` installs it with apt-get)")
     try:
         return playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
     except Exception as exc:  # playwright raises its own Error type; anything here means no browser

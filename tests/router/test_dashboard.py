@@ -70,16 +70,17 @@ def _open(page, server, view: str) -> None:
 def test_dashboard_loads_every_view(page, server):
     _open(page, server, "live")
     assert page.text_content("#policy-id") == server.router.policy.id
-    assert page.text_content("#auth-pill") == "open (loopback)"  # no keys: every caller is an admin on loopback
+    assert page.text_content("#auth-pill") == "open (loopback)"  # no keys: everyone is an admin on loopback
     expect(page.locator("#conn .label")).to_have_text("live")
     for view in ("backends", "playground", "capability", "live"):
         page.click(f"nav.tabs a[data-view={view}]")
         page.wait_for_selector(f"#view-{view}", state="visible")  # the hash changes, then the view
-        assert [v for v in ("live", "backends", "playground", "capability") if page.is_visible(f"#view-{v}")] == [view]
+        views = ("live", "backends", "playground", "capability")
+        assert [v for v in views if page.is_visible(f"#view-{v}")] == [view]
     page.click("nav.tabs a[data-view=backends]")
     page.wait_for_selector("#backend-cards .bcard[data-backend=small]")
-    assert sorted(page.eval_on_selector_all("#backend-cards .bcard", "els => els.map(e => e.dataset.backend)")) == [
-        "small", "tiny"]
+    cards = page.eval_on_selector_all("#backend-cards .bcard", "els => els.map(e => e.dataset.backend)")
+    assert sorted(cards) == ["small", "tiny"]
     page.click("nav.tabs a[data-view=capability]")
     page.wait_for_selector("#capability-body .card")
     assert page.problems == []
@@ -89,8 +90,9 @@ def test_request_sent_through_the_api_appears_in_the_live_table(page, server):
     _open(page, server, "live")
     expect(page.locator("#conn .label")).to_have_text("live")
     with httpx.Client(base_url=server.url, timeout=60) as c:
+        content = f"dashboard check {uuid.uuid4().hex}"
         r = c.post(CHAT, json={"model": "auto", "max_tokens": 3,
-                               "messages": [{"role": "user", "content": f"dashboard check {uuid.uuid4().hex}"}]})
+                               "messages": [{"role": "user", "content": content}]})
     assert r.status_code == 200
     rid, backend, rule = r.json()["id"], r.headers["x-archrouter-backend"], r.headers["x-archrouter-rule"]
     row = page.wait_for_selector(f'#live-table tr[data-request-id="{rid}"]')
@@ -121,7 +123,8 @@ def test_playground_shows_the_rule_trace_and_streams_the_answer(page, server):
     page.click("#route-btn")
     page.wait_for_selector("#trace tbody tr")
     shown = page.eval_on_selector_all(
-        "#trace tbody tr", "trs => trs.map(tr => [tr.dataset.rule, tr.dataset.fired, tr.querySelector('.why').textContent])")
+        "#trace tbody tr",
+        "trs => trs.map(tr => [tr.dataset.rule, tr.dataset.fired, tr.querySelector('.why').textContent])")
     assert shown == [[t["rule"], json.dumps(t["fired"]), t["why"]] for t in expected["trace"]]
     assert expected["rule"] == "long-prompt" and shown[0][1] == "true"
     assert page.text_content("#d-backend") == expected["backend"]
@@ -203,7 +206,8 @@ def test_backends_view_counts_what_metrics_counts(server):
     with httpx.Client(base_url=server.url, timeout=60) as c:
         c.get("/dashboard/api/backends")
         for i in range(3):
-            r = c.post(CHAT, json={"model": "small", "max_tokens": 2, "messages": [{"role": "user", "content": f"n{i}"}]})
+            msg = [{"role": "user", "content": f"n{i}"}]
+            r = c.post(CHAT, json={"model": "small", "max_tokens": 2, "messages": msg})
             assert r.status_code == 200
         time.sleep(1.05)  # the tracker samples at most once a second
         snap = c.get("/dashboard/api/backends").json()
@@ -221,8 +225,8 @@ def test_validate_and_diff_endpoints(server, model_dir):
     live = server.policy_file.read_text()
     with httpx.Client(base_url=server.url, timeout=60) as c:
         ok = c.post("/dashboard/api/policy/validate", json={"text": live}).json()
-        assert ok == {"ok": True, "policy": server.router.policy.id, "issues": [], "backends": ["tiny", "small"],
-                      "rules": ["long-prompt", "recall-to-small"]}
+        assert ok == {"ok": True, "policy": server.router.policy.id, "issues": [],
+                      "backends": ["tiny", "small"], "rules": ["long-prompt", "recall-to-small"]}
         broken = c.post("/dashboard/api/policy/validate", json={"text": "name: x\nrules: [\n"}).json()
         assert not broken["ok"] and broken["issues"][0]["line"] >= 2
         assert "YAML syntax error" in broken["issues"][0]["message"]
@@ -235,8 +239,8 @@ def test_validate_and_diff_endpoints(server, model_dir):
         moved = c.post("/dashboard/api/policy/diff", json={"text": policy_text(model_dir, default="small"),
                                                            "limit": 80}).json()
     assert moved["changed_count"] == moved["rule_counts"]["live"].get("default", 0) > 0
-    assert all(ch["a"] == {"backend": "tiny", "rule": "default"} and ch["b"] == {"backend": "small", "rule": "default"}
-               for ch in moved["changed"])
+    assert all(ch["a"] == {"backend": "tiny", "rule": "default"}
+               and ch["b"] == {"backend": "small", "rule": "default"} for ch in moved["changed"])
     assert moved["backend_counts"]["candidate"] == {"small": 80}
 
 
@@ -250,8 +254,8 @@ def keyed(model_dir, tmp_path_factory):
     cfg.write_text(policy_text(model_dir, name="keyed"))
     user, admin = f"ar-{uuid.uuid4().hex[:8]}-user", f"ar-{uuid.uuid4().hex[:8]}-admin"
     stream = f"archrouter:test:dashboard:{uuid.uuid4().hex}"
-    settings = Settings(host="127.0.0.1", port=free_port(), policy=str(cfg), log_format="json", redis_url=REDIS_URL,
-                        decision_stream=stream, api_keys=user, admin_key=admin)
+    settings = Settings(host="127.0.0.1", port=free_port(), policy=str(cfg), log_format="json",
+                        redis_url=REDIS_URL, decision_stream=stream, api_keys=user, admin_key=admin)
     with LiveServer(settings) as srv:
         srv.user, srv.admin, srv.stream, srv.policy_file = user, admin, stream, cfg
         yield srv
@@ -270,7 +274,7 @@ def test_keys_apply_to_the_dashboard_api(keyed):
         assert c.post("/dashboard/api/policy/validate", json={"text": "x"}).status_code == 401
         info = c.get("/dashboard/api/info", headers=user).json()
         assert info["auth"] == "keys" and info["admin"] is False and info["decisions"] == "redis"
-        assert c.get("/admin/policy", headers=user).status_code == 403  # the editor's "load" needs the admin key
+        assert c.get("/admin/policy", headers=user).status_code == 403  # the editor's "load": admin key
         text = keyed.policy_file.read_text()
         assert c.put("/admin/policy", content=text, headers=user).status_code == 403
         admin = {"authorization": f"Bearer {keyed.admin}"}
