@@ -175,6 +175,7 @@ async function connectStream() {
 
 function onEvent(kind, data) {
   if (kind === 'source') {
+    state.backlogUntil = Date.now() + 1000;  // the backlog arrives at once: no flash for it
     $('#live-source').textContent = data.source === 'redis' ? `Redis stream ${data.stream}` : 'this process (memory)';
   } else if (kind === 'notice') {
     $('#live-source').textContent = 'memory (Redis unavailable)';
@@ -188,7 +189,7 @@ function addRow(r) {
   if (r.request_id && state.seen.has(r.request_id)) return;
   if (r.request_id) state.seen.add(r.request_id);
   if (state.paused) { state.pending.push(r); updateCount(); return; }
-  insertRow(r, true);
+  insertRow(r, Date.now() > (state.backlogUntil || 0));
 }
 
 function insertRow(r, animate) {
@@ -280,6 +281,12 @@ function stat(k, v, unit) {
   return el('div', { class: 'stat' }, el('div', { class: 'v' }, v, unit && v !== '–' ? el('small', { text: unit }) : null), el('div', { class: 'k', text: k }));
 }
 
+function latency(ms) {
+  if (ms == null) return ['–'];
+  if (ms >= 1000) return [(ms / 1000).toFixed(ms >= 10000 ? 1 : 2), 's'];
+  return [ms.toFixed(ms < 10 ? 1 : 0), 'ms'];
+}
+
 function renderLoad() {
   const load = state.load;
   if (!load) return;
@@ -290,14 +297,14 @@ function renderLoad() {
       : el('span', { class: 'chip ok', text: 'ready' });
     const params = b.parameters ? ` · ${(b.parameters / 1e6).toFixed(b.parameters < 1e7 ? 1 : 0)}M params` : '';
     return el('div', { class: 'card bcard', 'data-backend': b.name },
-      el('div', { class: 'card-head' }, swatch(b.name), el('span', { text: b.name }),
-        el('span', { class: 'family', text: `${b.family} · ctx ${fmt.num(b.context_length)}${params}${b.trained ? '' : ' · random weights'}` }),
-        el('span', { class: 'grow' }), status),
+      el('div', { class: 'card-head' },
+        el('div', { class: 'name-row' }, swatch(b.name), el('span', { class: 'name', text: b.name }), el('span', { class: 'grow' }), status),
+        el('div', { class: 'family', text: `${b.family} · ctx ${fmt.num(b.context_length)}${params}${b.trained ? '' : ' · random weights'}` })),
       el('div', { class: 'stats' },
         stat('requests/s', fmt.rate(b.requests_per_s)),
         stat('tokens/s', fmt.rate(b.tokens_per_s)),
-        stat('p50', b.p50_ms == null ? '–' : fmt.num(b.p50_ms, b.p50_ms < 10 ? 1 : 0), 'ms'),
-        stat('p99', b.p99_ms == null ? '–' : fmt.num(b.p99_ms, b.p99_ms < 10 ? 1 : 0), 'ms'),
+        stat('p50', ...latency(b.p50_ms)),
+        stat('p99', ...latency(b.p99_ms)),
         stat('queue', b.queue_depth == null ? '–' : fmt.num(b.queue_depth)),
         stat('running', b.running == null ? '–' : fmt.num(b.running)),
         stat('cache hit', fmt.pct(b.cache_hit_rate)),
@@ -306,12 +313,15 @@ function renderLoad() {
   $('#backend-cards').replaceChildren(...cards);
   const names = load.backends.map((b) => b.name);
   const series = (key) => names.map((n) => ({ name: n, color: colorOf(n), points: (load.series[n] || []).map((p) => [p.t, p[key]]) }));
+  // the time axis grows with the history kept, from one minute to five
+  const first = Math.min(...names.map((n) => ((load.series[n] || [])[0] || { t: load.time }).t));
+  const spanS = Math.min(300, Math.max(60, Math.ceil((load.time - first) / 60) * 60));
   const charts = [['#chart-rps', 'requests_per_s'], ['#chart-tps', 'tokens_per_s'], ['#chart-p99', 'p99_ms'], ['#chart-queue', 'queue_depth']];
   for (const [id, key] of charts) {
     const canvas = $(id);
     const legend = $('.legend', canvas.closest('.chart'));
     legend.replaceChildren(...names.map((n) => el('span', {}, swatch(n), n)));
-    Plot.lines(canvas, series(key), { spanS: 300, now: load.time });
+    Plot.lines(canvas, series(key), { spanS, now: load.time });
   }
 }
 
@@ -390,7 +400,7 @@ function renderDecision(d) {
   }));
   $('#trace tbody').replaceChildren(...d.trace.map((t, i) => el('tr', { class: t.fired ? 'hit' : '', 'data-rule': t.rule, 'data-fired': String(t.fired) },
     el('td', { class: 'muted', text: String(i + 1) }),
-    el('td', {}, el('b', { text: t.rule })),
+    el('td', { class: 'rule' }, el('b', { text: t.rule })),
     el('td', { class: 'fired' }, t.fired ? el('span', { class: 'tick', text: '✓ fired' }) : el('span', { class: 'cross', text: '– no' })),
     el('td', { class: 'why', text: t.why }))));
   const est = Object.entries(d.estimates);
@@ -575,7 +585,7 @@ function renderDiff(r) {
     el('div', { class: 'section-title', text: `Diff on ${r.prompts} labelled prompts (${r.sources.join(', ')}; seed ${r.seed})` }),
     el('div', { class: 'deltas' },
       metric('accuracy', 'backend accuracy', pct, 'up'), metric('task_accuracy', 'task accuracy', pct, 'up'),
-      metric('cost', 'mean cost', (v) => '$' + v.toExponential(2), 'down'), metric('latency', 'mean latency', (v) => v.toFixed(1) + ' ms', 'down')),
+      metric('cost', 'mean cost', (v) => (v < 0 ? '−' : '') + '$' + Math.abs(v).toExponential(2), 'down'), metric('latency', 'mean latency', (v) => v.toFixed(1) + ' ms', 'down')),
     el('div', { class: 'counts' }, counts('live'), counts('candidate')),
     r.changed_count ? el('div', {}, el('div', { class: 'section-title', text: `Prompts that change (${shown.length} of ${r.changed_count} shown)` }), table)
       : el('p', { class: 'muted', text: 'No prompt in the sample changes backend or rule.' }));

@@ -6,11 +6,13 @@
   const AXIS = '#9aa2b1', GRID = '#eef0f3', TEXT = '#687284';
   const FONT = '11px system-ui, -apple-system, "Segoe UI", Roboto, Arial, "Liberation Sans", sans-serif';
 
-  function niceMax(v) {
-    if (!(v > 0)) return 1;
-    const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-    return 10 * p;
+  // a tick step of 1, 2 or 5 x 10^k giving at most 5 intervals, and the axis top it implies
+  function niceAxis(v) {
+    if (!(v > 0)) return { step: 0.25, top: 1 };
+    const raw = v / 4, p = Math.pow(10, Math.floor(Math.log10(raw)));
+    let step = 10 * p;
+    for (const m of [1, 2, 5]) if (m * p >= raw) { step = m * p; break; }
+    return { step, top: Math.ceil(v / step - 1e-9) * step };
   }
 
   function defaultFormat(v) {
@@ -43,7 +45,7 @@
     for (const s of series) for (const [t, v] of s.points) {
       if (v != null && t >= t0) { any = true; if (v > max) max = v; }
     }
-    const yMax = niceMax(max);
+    const { step, top: yMax } = niceAxis(max);
     const pad = { l: 42, r: 8, t: 8, b: 20 };
     const iw = w - pad.l - pad.r, ih = h - pad.t - pad.b;
     const x = (t) => pad.l + ((t - t0) / spanS) * iw;
@@ -51,8 +53,8 @@
 
     // grid and y labels
     ctx.textAlign = 'right'; ctx.textBaseline = 'middle'; ctx.lineWidth = 1;
-    for (let i = 0; i <= 4; i++) {
-      const v = (yMax * i) / 4, yy = Math.round(y(v)) + 0.5;
+    for (let i = 0; i * step <= yMax + 1e-9; i++) {
+      const v = i * step, yy = Math.round(y(v)) + 0.5;
       ctx.strokeStyle = i === 0 ? AXIS : GRID;
       ctx.beginPath(); ctx.moveTo(pad.l, yy); ctx.lineTo(w - pad.r, yy); ctx.stroke();
       ctx.fillStyle = TEXT; ctx.fillText(fmt(v), pad.l - 6, yy);
@@ -96,5 +98,5 @@
     ctx.restore();
   }
 
-  window.Plot = { lines, niceMax };
+  window.Plot = { lines, niceAxis };
 })();
