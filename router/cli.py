@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -45,16 +46,25 @@ def serve(
         typer.echo("Only embedded mode is available in this version: run `archrouter serve --embedded`.", err=True)
         raise typer.Exit(2)
     app_ = create_app(settings)
-    if not app_.state.router.keys.enabled and not _is_loopback(settings.host):
-        typer.echo(f"archrouter: no API keys configured, so binding to 127.0.0.1 instead of {settings.host} "
-                   "(set ARCHROUTER_KEYS_FILE or ARCHROUTER_API_KEYS to serve other hosts)", err=True)
-        settings.host = "127.0.0.1"
-    elif not app_.state.router.keys.enabled:
-        typer.echo("archrouter: no API keys configured; serving loopback only", err=True)
+    settings.host, notice = bind_host(settings.host, keys_enabled=app_.state.router.keys.enabled)
+    if notice:
+        typer.echo(f"archrouter: {notice}", err=True)
     typer.echo(f"archrouter: serving {settings.policy} at http://{settings.host}:{settings.port}/v1", err=True)
-    # SIGTERM: uvicorn stops accepting, then gives in-flight streams the grace period to finish
+    # SIGTERM: uvicorn stops accepting, gives in-flight streams the grace period to finish, then re-raises
+    # the signal; with this handler in place that re-raise returns, so a drained shutdown exits 0
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s), timeout_keep_alive=int(settings.keep_alive_s))
+
+
+def bind_host(host: str, *, keys_enabled: bool) -> tuple[str, str | None]:
+    """The address to bind and what to say about it: without API keys, loopback only."""
+    if keys_enabled:
+        return host, None
+    if not _is_loopback(host):
+        return "127.0.0.1", (f"no API keys configured, so binding to 127.0.0.1 instead of {host} "
+                             "(set ARCHROUTER_KEYS_FILE or ARCHROUTER_API_KEYS to serve other hosts)")
+    return host, "no API keys configured; serving loopback only"
 
 
 def _is_loopback(host: str) -> bool:
