@@ -49,8 +49,8 @@ def local_policy(policy: Path, folder: Path) -> Path:
 def traffic(url: str, stop: threading.Event, seed: int) -> None:
     """Labelled prompts (short enough to answer quickly on a CPU), a few tokens each."""
     rng = random.Random(seed)
-    records = [r for f in sorted((ROOT / "evals/data").glob("*test*.jsonl")) + [ROOT / "evals/data/handwritten.jsonl"]
-               if f.exists() for r in read_labelled(f) if len(r.text()) < 2500]
+    files = [*sorted((ROOT / "evals/data").glob("*test*.jsonl")), ROOT / "evals/data/handwritten.jsonl"]
+    records = [r for f in files if f.exists() for r in read_labelled(f) if len(r.text()) < 2500]
     with httpx.Client(base_url=url, timeout=120) as c:
         while not stop.is_set():
             rec = rng.choice(records)
@@ -85,7 +85,8 @@ def main() -> None:
                             redis_url=None, watch_policy=False)
         with LiveServer(settings) as server, sync_playwright() as pw:
             stop = threading.Event()
-            workers = [threading.Thread(target=traffic, args=(server.url, stop, i), daemon=True) for i in range(3)]
+            workers = [threading.Thread(target=traffic, args=(server.url, stop, i), daemon=True)
+                       for i in range(3)]
             for w in workers:
                 w.start()
             b = chromium.launch(pw)
