@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+CHROMIUM := /usr/bin/chromium
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: serve test lint bench-router clean
+.PHONY: serve test lint bench-router screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,16 +16,26 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# The dashboard's browser tests drive Debian's chromium through Playwright; installed only when missing.
+$(CHROMIUM):
+	@echo "$(CHROMIUM) is missing: installing chromium with apt-get for the dashboard's browser tests"
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y chromium
+	@test -x $(CHROMIUM) || { echo "apt-get finished but $(CHROMIUM) is still missing" >&2; exit 1; }
+
 serve: $(STAMP)
 	$(BIN)/archrouter init-models
 	$(BIN)/archrouter serve --embedded
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench-router: $(STAMP)
 	$(BIN)/python benchmarks/router_decision.py
+
+screenshots: $(STAMP) $(CHROMIUM)
+	$(BIN)/python scripts/dashboard_screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

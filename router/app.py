@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from backends.protocol import GenerationRequest, SamplingParams
-from router import errors, schemas
+from router import dashboard, errors, schemas
 from router.auth import Principal
 from router.cooldown import Cooldowns
 from router.dispatch import Opened, open_stream
@@ -203,6 +203,7 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
     async def get_policy(_: Principal = Depends(admin)) -> Response:
         return Response(router.policies.path.read_text(), media_type="application/yaml")
 
+    app.include_router(dashboard.build(router))
     return app
 
 

@@ -1,0 +1,140 @@
+"""Screenshots of the dashboard's four views for the README (docs/img/dashboard-*.png).
+
+Serves config/policy.yaml embedded (random-weight checkpoints made in a temporary folder, the shipped
+classifier), sends labelled prompts through /v1/chat/completions from a few threads so every view
+has traffic, and photographs each view with Debian's chromium (the test suite's launcher).
+
+    python scripts/dashboard_screenshots.py [--policy config/policy.yaml] [--out docs/img] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backends.families import init_random  # noqa: E402
+from policies.labelled import read_labelled  # noqa: E402
+from router.settings import Settings  # noqa: E402
+from tests.router import browser as chromium  # noqa: E402
+from tests.router.conftest import LiveServer, free_port  # noqa: E402
+
+
+def local_policy(policy: Path, folder: Path) -> Path:
+    """The policy with its checkpoints in `folder` (made from its `init` presets) and absolute paths."""
+    text = policy.read_text()
+    spec = yaml.safe_load(text)
+    for b in spec["backends"]:
+        path = folder / b["checkpoint"]
+        if not path.exists():
+            init_random(b["family"], b["init"]["preset"], path, seed=b["init"]["seed"])
+    text = re.sub(r"(checkpoint:\s*)(\S+)", lambda m: f"{m.group(1)}{folder / m.group(2)}", text)
+    text = re.sub(r"^(classifier:\s*)(\S+)", lambda m: f"{m.group(1)}{ROOT / m.group(2)}", text, flags=re.M)
+    out = folder / "policy.yaml"
+    out.write_text(text)
+    return out
+
+
+def traffic(url: str, stop: threading.Event, seed: int) -> None:
+    """Labelled prompts (short enough to answer quickly on a CPU), a few tokens each."""
+    rng = random.Random(seed)
+    files = [*sorted((ROOT / "evals/data").glob("*test*.jsonl")), ROOT / "evals/data/handwritten.jsonl"]
+    records = [r for f in files if f.exists() for r in read_labelled(f) if len(r.text()) < 2500]
+    with httpx.Client(base_url=url, timeout=120) as c:
+        while not stop.is_set():
+            rec = rng.choice(records)
+            messages = [m.model_dump() for m in rec.messages] if rec.messages else [
+                {"role": "user", "content": rec.prompt}]
+            body = {"model": "auto", "messages": messages, "max_tokens": rng.choice([4, 8, 16])}
+            if rng.random() < 0.08:
+                body["metadata"] = {"quality": "high"}
+            c.post("/v1/chat/completions", json=body)
+
+
+def whole_page(page, path: Path) -> None:
+    """A viewport as tall as the page (a full-page capture would paint the sticky header mid-page)."""
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": 1440, "height": max(900, height)})
+    time.sleep(0.5)  # the charts redraw on resize
+    page.screenshot(path=str(path))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", type=Path, default=ROOT / "config/policy.yaml")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs/img")
+    ap.add_argument("--seconds", type=float, default=30.0, help="traffic before the Backends screenshot")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    from playwright.sync_api import expect, sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="archrouter-shots-") as tmp:
+        policy = local_policy(args.policy, Path(tmp))
+        settings = Settings(host="127.0.0.1", port=free_port(), policy=str(policy), log_format="json",
+                            redis_url=None, watch_policy=False)
+        with LiveServer(settings) as server, sync_playwright() as pw:
+            stop = threading.Event()
+            workers = [threading.Thread(target=traffic, args=(server.url, stop, i), daemon=True)
+                       for i in range(3)]
+            for w in workers:
+                w.start()
+            b = chromium.launch(pw)
+            page = b.new_page(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
+            expect.set_options(timeout=60_000)
+            page.goto(f"{server.url}/dashboard#backends")
+            expect(page.locator("#policy-id")).not_to_have_text("–")
+            time.sleep(args.seconds)  # the Backends page polls every 2 s meanwhile: its charts fill
+            whole_page(page, args.out / "dashboard-backends.png")
+            page.set_viewport_size({"width": 1440, "height": 900})
+
+            page.click("nav.tabs a[data-view=live]")
+            page.wait_for_selector("#live-table tbody tr")
+            page.screenshot(path=str(args.out / "dashboard-live.png"))
+
+            page.click("nav.tabs a[data-view=playground]")
+            expect(page.locator("#policy-text")).not_to_have_value("")
+            value = page.eval_on_selector_all(
+                "#example option", "os => (os.find(o => o.value.startsWith('handwritten') && "
+                "o.parentElement.label === 'state_tracking') || os[1]).value")
+            page.select_option("#example", value)
+            expect(page.locator("#prompt")).not_to_have_value("")
+            page.click("#route-btn")
+            page.wait_for_selector("#trace tbody tr")
+            page.click("#send-btn")
+            expect(page.locator("#answer-meta")).to_contain_text("tokens in")
+            editor = page.input_value("#policy-text")
+            edited = editor.replace("state_tracking: {gte: 0.6}", "state_tracking: {gte: 0.4}", 1)
+            page.fill("#policy-text", edited)
+            line = edited[:edited.index("{gte: 0.4}")].count("\n") + 1
+            page.locator("#policy-text").evaluate(  # show the edited rule in the editor
+                f"ta => {{ ta.scrollTop = {max(0, line - 8)} * 20; ta.dispatchEvent(new Event('scroll')); }}")
+            page.fill("#diff-limit", "300")
+            page.click("#policy-diff")
+            page.wait_for_selector("#diff-result:not([hidden])")
+            whole_page(page, args.out / "dashboard-playground.png")
+            page.set_viewport_size({"width": 1440, "height": 900})
+
+            page.click("nav.tabs a[data-view=capability]")
+            page.wait_for_selector("#capability-body .card")
+            page.screenshot(path=str(args.out / "dashboard-capability.png"))
+            b.close()
+            stop.set()
+            for w in workers:
+                w.join(timeout=120)
+    for name in ("live", "backends", "playground", "capability"):
+        print(args.out / f"dashboard-{name}.png")
+
+
+if __name__ == "__main__":
+    main()
