@@ -31,7 +31,7 @@ def wkv7(
     slots: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     *,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     # the Triton kernels are forward-only: training (inputs needing gradients) takes the reference
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (r, w, k, v, a, b))
