@@ -21,6 +21,7 @@ from router.dispatch import Opened, open_stream
 from router.errors import APIError
 from router.limits import InputLimits
 from router.logging import configure as configure_logging
+from router.policy_sync import PolicySync
 from router.pool import ClientFactory
 from router.settings import Settings
 from router.state import Router
@@ -40,12 +41,19 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
     async def lifespan(app: FastAPI):
         configure_logging(settings.log_format)
         await router.policies.load_initial()
+        sync = None
+        if settings.redis_url:  # replicas share one policy version through Redis
+            sync = PolicySync(settings.redis_url, router.policies, channel=settings.policy_channel,
+                              key=settings.policy_key)
+            await sync.start()
         router.decisions.start()
         if settings.watch_policy:
             router.policies.start_watching()
         log.info("serving", policy=router.policy.id, backends=list(router.pool.clients),
                  auth="keys" if router.keys.enabled else "none (loopback only)")
         yield
+        if sync is not None:
+            await sync.stop()
         await router.policies.stop()
         await router.pool.close()
         await router.decisions.close()
@@ -63,6 +71,8 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
         structlog.contextvars.bind_contextvars(request_id=rid)
         response = await call_next(request)
         response.headers["x-request-id"] = rid
+        if settings.replica:
+            response.headers["x-archrouter-replica"] = settings.replica
         if response.status_code >= 400:
             router.metrics.errors.labels(status=str(response.status_code), code="").inc()
         return response
@@ -156,7 +166,7 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
 
     @app.get("/admin/policy")
     async def get_policy(_: Principal = Depends(admin)) -> Response:
-        return Response(router.policies.path.read_text(), media_type="application/yaml")
+        return Response(router.policies.text, media_type="application/yaml")  # in force, maybe from a peer
 
     return app
 

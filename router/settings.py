@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     decision_stream_maxlen: int = 100_000
     log_format: str = "auto"  # json | console | auto (console on a terminal)
     watch_policy: bool = True
+    # with redis_url: accepted policies are published here and every replica swaps to them
+    policy_channel: str = "archrouter:policy"
+    policy_key: str = "archrouter:policy:current"
+    replica: str | None = None  # names this replica in the x-archrouter-replica header (set by ray_app)
 
     # keys: a YAML file of salted hashes (`archrouter keys add`), and/or plaintext keys from the environment
     keys_file: str | None = None
