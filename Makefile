@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: serve test lint bench-router clean
+.PHONY: serve serve-embedded test lint bench-router bench-serve clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# the Ray Serve app of ray_app.py on a local Ray instance (no `ray start --head` needed); prints the URL
 serve: $(STAMP)
+	$(BIN)/archrouter init-models
+	$(BIN)/archrouter serve
+
+# the same router and engines in one process, without Ray
+serve-embedded: $(STAMP)
 	$(BIN)/archrouter init-models
 	$(BIN)/archrouter serve --embedded
 
@@ -24,6 +30,9 @@ test: $(STAMP)
 
 bench-router: $(STAMP)
 	$(BIN)/python benchmarks/router_decision.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

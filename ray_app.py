@@ -114,7 +114,8 @@ class Ingress:
         from router.settings import Settings
 
         settings = Settings(**{**self.settings, "replica": _replica_name()})
-        return create_app(settings, factory=ray_factory(self.handles))
+        return create_app(settings, factory=ray_factory(self.handles,
+                                                        assign_timeout_s=settings.backend_assign_timeout_s))
 
 
 class _Spec:
@@ -126,6 +127,7 @@ class _Spec:
 
 def build(args: dict[str, Any]) -> Application:
     """Serve's application builder (`import_path: ray_app:build` in config/serve.yaml)."""
+    from router.auth import KeyStore
     from router.settings import Settings
 
     cfg = ServeArgs.model_validate(args)
@@ -136,6 +138,7 @@ def build(args: dict[str, Any]) -> Application:
         raise ValueError(f"config/serve.yaml names backends not in {cfg.policy}: {', '.join(sorted(unknown))}")
     # resolved here, where `serve run` / `serve deploy` runs, so REDIS_URL and ARCHROUTER_* apply to every replica
     settings = Settings(**{**cfg.settings, "policy": policy_file})
+    KeyStore.from_config(settings.keys_file, settings.api_keys, settings.admin_key)  # bad keys fail the deploy here
     if settings.redis_url:  # a deploy makes its policy file the version every replica serves
         from router.policy_sync import publish_now
 

@@ -70,9 +70,10 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
         response = await call_next(request)
-        response.headers["x-request-id"] = rid
-        if settings.replica:
+        if settings.replica:  # on Ray Serve: its proxy already returns x-request-id (the same id)
             response.headers["x-archrouter-replica"] = settings.replica
+        else:
+            response.headers["x-request-id"] = rid
         if response.status_code >= 400:
             router.metrics.errors.labels(status=str(response.status_code), code="").inc()
         return response
@@ -214,6 +215,8 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
     if opened.backend != decision.backend:
         router.metrics.fallbacks.labels(decision.backend, opened.backend).inc()
     record.update(backend=opened.backend, fallbacks_used=[n for n, _ in opened.failed], ttft_ms=ttft * 1000)
+    if opened.failed:  # why each earlier candidate was passed over (overloaded, down, context too long)
+        record["fallback_errors"] = {n: e for n, e in opened.failed}
     headers = {
         "x-archrouter-backend": opened.backend,
         "x-archrouter-rule": decision.rule if opened.backend == decision.backend else f"{decision.rule}+fallback",

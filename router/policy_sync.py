@@ -104,7 +104,9 @@ class PolicySync:
 
 def publish_now(redis_url: str, text: str, policy_id: str, *, origin: str = "deploy",
                 channel: str = CHANNEL, key: str = KEY) -> None:
-    """Make `text` the current policy from outside a router (a deploy): set the key and tell every replica."""
+    """Make `text` the current policy from outside a router (a deploy): set the key and tell every replica.
+
+    Redis down: logged, and replicas start from their own file (they catch up when Redis is back)."""
     import redis
 
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
@@ -112,5 +114,8 @@ def publish_now(redis_url: str, text: str, policy_id: str, *, origin: str = "dep
         data = payload(text, policy_id, origin)
         pipe = client.pipeline(transaction=True)
         pipe.set(key, data).publish(channel, data).execute()
+        log.info("policy_published", policy=policy_id, channel=channel, origin=origin)
+    except redis.RedisError as exc:
+        log.warning("policy_publish_failed", policy=policy_id, error=repr(exc))
     finally:
         client.close()

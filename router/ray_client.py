@@ -9,6 +9,7 @@ the decision's fallbacks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from ray.exceptions import RayError, RayTaskError
@@ -40,15 +41,17 @@ def backend_error(exc: BaseException, backend: str) -> BaseException:
 
 
 class RayBackendClient:
-    def __init__(self, handle: DeploymentHandle, info: BackendInfo):
+    def __init__(self, handle: DeploymentHandle, info: BackendInfo, *, assign_timeout_s: float = 5.0):
         self.handle = handle
         self.info = info
+        self.assign_timeout_s = assign_timeout_s
         self._stream = handle.options(stream=True)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         response = self._stream.generate.remote(request)
         finished = False
         try:
+            await self._assigned(response)
             async for chunk in response:
                 yield chunk
                 finished = chunk.finish_reason is not None
@@ -57,6 +60,19 @@ class RayBackendClient:
         finally:
             if not finished:  # the client went away or the stream failed: stop the replica generating
                 response.cancel()
+
+    async def _assigned(self, response) -> None:
+        """Wait for a replica to take the request. A handle queues requests while every replica is busy
+        or none is alive (one was killed, Serve is starting another): past `assign_timeout_s` the
+        request goes to a fallback instead of waiting for the restart."""
+        fetch = getattr(response, "_fetch_future_result_async", None)  # Serve's own wait for assignment
+        if fetch is None:
+            return
+        try:
+            await asyncio.wait_for(fetch(), self.assign_timeout_s)
+        except TimeoutError:
+            raise BackendOverloaded(f"no replica of {self.info.name!r} took the request within "
+                                    f"{self.assign_timeout_s:g}s (deployment down or at capacity)") from None
 
     async def ready(self) -> bool:
         try:
@@ -68,13 +84,13 @@ class RayBackendClient:
         pass
 
 
-def ray_factory(handles: dict[str, DeploymentHandle]) -> ClientFactory:
+def ray_factory(handles: dict[str, DeploymentHandle], *, assign_timeout_s: float = 5.0) -> ClientFactory:
     def build(name: str, spec) -> BackendClient:
         handle = handles.get(name)
         if handle is None:
             raise BackendError(f"backend {name!r} has no deployment; add it to the catalogue and redeploy "
                                "(`serve deploy config/serve.yaml`)")
         info = handle.info.remote().result(timeout_s=120)
-        return RayBackendClient(handle, info)
+        return RayBackendClient(handle, info, assign_timeout_s=assign_timeout_s)
 
     return build

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     # with redis_url: accepted policies are published here and every replica swaps to them
     policy_channel: str = "archrouter:policy"
     policy_key: str = "archrouter:policy:current"
+    # Ray Serve: a request no backend replica takes within this long goes to a fallback (deployment down or full)
+    backend_assign_timeout_s: float = 5.0
     replica: str | None = None  # names this replica in the x-archrouter-replica header (set by ray_app)
 
     # keys: a YAML file of salted hashes (`archrouter keys add`), and/or plaintext keys from the environment
