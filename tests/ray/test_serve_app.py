@@ -273,3 +273,21 @@ def test_killed_backend_replica_falls_back_and_loses_nothing(app):
     else:
         raise AssertionError("the killed backend replica was not replaced")
     assert r.headers["x-archrouter-backend"] == "transformer"
+
+
+def test_health_check_fails_once_the_engine_stops(app):
+    # Serve replaces a replica whose check_health raises; the check asks the engine itself
+    import asyncio
+
+    import ray_app
+
+    spec = {"family": "mamba", "checkpoint": str(app["models"] / "mamba"), "context_length": 64}
+    server = ray_app.BackendServer.func_or_class("mamba", spec, "cpu")
+
+    async def go() -> None:
+        await server.check_health()  # a running engine passes
+        await server.client.close()
+        with pytest.raises(RuntimeError, match="not running"):
+            await server.check_health()
+
+    asyncio.run(go())
