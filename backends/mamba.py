@@ -55,6 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"vocab_size": 264, "hidden_size": 32, "num_hidden_layers": 2, "state_size": 8},
     "small": {"vocab_size": 264, "hidden_size": 256, "num_hidden_layers": 4},
     "base": {"vocab_size": 264, "hidden_size": 512, "num_hidden_layers": 8},
+    "zoo": {"vocab_size": 264, "hidden_size": 256, "num_hidden_layers": 6},  # ~2.7M: the trained zoo model
     # the shape of state-spaces/mamba-130m (d_inner 1536, dt_rank 48), for GPU benchmarks
     "130m": {"vocab_size": 50280, "hidden_size": 768, "num_hidden_layers": 24},
 }

@@ -39,7 +39,7 @@ def _lora_dim(c: int, factor: float, power: float) -> int:
 def random_config(preset: str = "tiny") -> dict[str, Any]:
     """A config.json dict for a freshly initialised model: tiny/small/base (byte-level vocab)
     or 0.1b (the RWKV-7 0.1B release's shape with the world vocabulary)."""
-    shapes = {"tiny": (128, 2), "small": (256, 4), "base": (512, 6), "0.1b": (768, 12)}
+    shapes = {"tiny": (128, 2), "small": (256, 4), "base": (512, 6), "0.1b": (768, 12), "zoo": (256, 3)}
     if preset not in shapes:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(shapes)}")
     c, n_layer = shapes[preset]

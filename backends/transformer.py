@@ -93,6 +93,7 @@ def random_config(preset: str) -> dict[str, Any]:
         "tiny": (128, 5, 4, 2, 384, 2048, True),
         "small": (256, 7, 8, 4, 688, 2048, True),
         "base": (512, 8, 8, 4, 1408, 4096, True),
+        "zoo": (256, 4, 8, 4, 688, 4096, True),  # ~3.0M: the trained zoo checkpoint (evals.tasks)
     }
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")

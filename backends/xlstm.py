@@ -601,6 +601,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "small": {"model_type": "xlstm_lm", "embedding_dim": 256, "num_blocks": 4, "slstm_at": [1]},
     "base": {"model_type": "xlstm_lm", "embedding_dim": 512, "num_blocks": 6, "slstm_at": [1, 4]},
+    # ~2.7M, two sLSTM blocks: the trained zoo model (evals.tasks; the state-tracking claim)
+    "zoo": {"model_type": "xlstm_lm", "embedding_dim": 256, "num_blocks": 6, "slstm_at": [1, 4]},
     # the xLSTM-7B architecture (transformers), mLSTM only, at test size
     "7b-tiny": {
         "model_type": "xlstm",

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from policies.cost import estimate_all
+from policies.labelled import render_messages
 from policies.schema import BackendSpec
 from policies.types import TASKS, Features
 
@@ -43,13 +44,11 @@ def message_role(message: Any) -> str:
 
 
 def render_text(messages: Sequence[Any] | None = None, prompt: str | None = None) -> str:
-    """The text the classifier reads: the prompt, or the messages' contents one after another.
-
-    Roles are left out so a chat and the same text sent as a completion classify alike. The
-    classifier truncates long texts itself.
-    """
+    """The text the classifier reads: the prompt, or the chat rendered exactly as the classifier's
+    training data was (`policies.labelled.render_messages`), so serving matches training. The
+    classifier truncates long texts itself."""
     if messages:
-        return "\n".join(message_text(m) for m in messages)
+        return render_messages(messages)
     return prompt or ""
 
 

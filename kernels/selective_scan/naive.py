@@ -57,7 +57,7 @@ def selective_scan_ref(
     bounds = cu_seqlens.tolist()
     for i, slot in enumerate(slots.tolist()):
         bos, eos = bounds[i], bounds[i + 1]
-        h = state[slot].float() if slot >= 0 else x.new_zeros(A.shape, dtype=torch.float32)
+        h = state[slot].float().clone() if slot >= 0 else x.new_zeros(A.shape, dtype=torch.float32)
         xs = x[bos:eos].float()
         d = _dt(dt[bos:eos], dt_bias, dt_softplus)  # [T, dim]
         dA = torch.exp(d[:, :, None] * A)  # [T, dim, N]

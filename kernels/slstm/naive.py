@@ -52,7 +52,8 @@ def slstm_scan_naive(
     cu = cu_seqlens.tolist()
     for s, (bos, eos) in enumerate(zip(cu[:-1], cu[1:], strict=True)):
         slot = int(slots[s])
-        hs, cs, ns, ms = h[slot], c[slot], n[slot], m[slot]
+        # clones, not views: the write-back below would break autograd on the views
+        hs, cs, ns, ms = h[slot].clone(), c[slot].clone(), n[slot].clone(), m[slot].clone()
         for t in range(bos, eos):
             raw = x[t].float() + torch.einsum("hgoi,hi->gho", Rf, hs) + bf
             hs, cs, ns, ms = slstm_cell_naive(raw[None], cs[None], ns[None], ms[None])

@@ -249,7 +249,8 @@ def test_features_from_chat_messages(policy) -> None:
     assert f.turns == 2
     assert f.task == "code"
     assert abs(sum(f.task_probs.values()) - 1.0) < 1e-9 and set(f.task_probs) == set(TASKS)
-    text = "Be brief.\nWrite a python function\ndef f(): pass\nnow héllo"
+    # rendered as the classifier's training data is (role: content blocks)
+    text = "system: Be brief.\n\nuser: Write a python function\n\nassistant: def f(): pass\n\nuser: now héllo"
     assert policy.classifier.seen[-1] == text == render_text(messages)
     body = sum(
         len(s.encode()) for s in ("Be brief.", "Write a python function", "def f(): pass", "now héllo")

@@ -1,0 +1,77 @@
+"""Labelled-prompt generator and the JSONL schema."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from evals.labelled import generate, split
+from evals.schema import LabelledDataError, LabelledPrompt, parse_lines, read_labelled
+from policies.types import TASKS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generator_is_deterministic_and_large_enough() -> None:
+    a = generate(seed=0, per_task=640)
+    b = generate(seed=0, per_task=640)
+    assert [r.model_dump() for r, _ in a] == [r.model_dump() for r, _ in b]
+    assert len(a) >= 3000
+    counts = Counter(r.task for r, _ in a)
+    assert set(counts) == set(TASKS) and min(counts.values()) >= 400
+    assert len({r.text() for r, _ in a}) == len(a)  # no duplicate prompts
+    forms = Counter("messages" if r.messages else "prompt" for r, _ in a)
+    assert forms["messages"] > 500 and forms["prompt"] > 500
+    assert any(r.messages and r.messages[0].role == "system" and len(r.messages) > 2 for r, _ in a)
+    c = generate(seed=1, per_task=20)
+    assert [r.text() for r, _ in c] != [r.text() for r, _ in a if int(r.id.rsplit("-", 1)[1]) < 20]
+
+
+def test_split_holds_out_templates() -> None:
+    gen = generate(seed=0, per_task=60)
+    train, test = split(gen, [], seed=0)
+    train_templates = {r.template for r in train}
+    unseen = [r for r in test if "unseen_template" in r.tags]
+    assert unseen and all(r.template not in train_templates for r in unseen)
+    assert len(test) / (len(train) + len(test)) >= 0.2
+
+
+def test_shipped_files_validate() -> None:
+    tr = read_labelled(ROOT / "evals/data/labelled_train.jsonl")
+    te = read_labelled(ROOT / "evals/data/labelled_test.jsonl")
+    hw = read_labelled(ROOT / "evals/data/handwritten.jsonl")
+    assert len(hw) >= 150 and len(tr) + len(te) >= 3000
+    assert len(te) / (len(tr) + len(te)) >= 0.2
+    assert not {r.text() for r in tr} & {r.text() for r in te}
+
+
+def test_bad_lines_name_line_and_field() -> None:
+    lines = [
+        '{"prompt": "hi", "task": "chat"}',
+        "",
+        '{"prompt": "hi", "task": "chitchat"}',
+        '{"prompt": "hi", "task": "chat", "messages": [{"role": "user", "content": "x"}]}',
+        "{not json",
+        '{"messages": [{"role": "robot", "content": "x"}], "task": "code"}',
+        '{"prompt": "hi", "task": "chat", "state_traking": true}',
+    ]
+    with pytest.raises(LabelledDataError) as e:
+        parse_lines(lines, "data.jsonl")
+    errs = e.value.errors
+    assert any(x.startswith("data.jsonl:3: task:") for x in errs)
+    assert any(x.startswith("data.jsonl:4:") and "exactly one" in x for x in errs)
+    assert any(x.startswith("data.jsonl:5: invalid JSON") for x in errs)
+    assert any(x.startswith("data.jsonl:6: messages.0.role:") for x in errs)
+    assert any(x.startswith("data.jsonl:7: state_traking:") for x in errs)
+    assert not any(x.startswith("data.jsonl:1:") for x in errs)
+
+
+def test_text_renders_roles_with_last_turn_last() -> None:
+    r = LabelledPrompt(
+        task="chat", messages=[{"role": "system", "content": "be nice"}, {"role": "user", "content": "hello"}]
+    )
+    assert r.text() == "system: be nice\n\nuser: hello"
+    assert r.tracks_state() is False
+    assert LabelledPrompt(task="state_tracking", prompt="x").tracks_state() is True
