@@ -275,6 +275,7 @@ def test_killed_backend_replica_falls_back_and_loses_nothing(app):
     assert r.headers["x-archrouter-backend"] == "transformer"
 
 
+@pytest.mark.filterwarnings("ignore:coroutine .BackendServer.__del__. was never awaited")  # Serve awaits it
 def test_health_check_fails_once_the_engine_stops(app):
     # Serve replaces a replica whose check_health raises; the check asks the engine itself
     import asyncio
