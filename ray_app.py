@@ -137,9 +137,10 @@ def build(args: dict[str, Any]) -> Application:
     if unknown:
         raise ValueError(f"config/serve.yaml names backends not in {cfg.policy}: {', '.join(sorted(unknown))}")
     # resolved here, where `serve run` / `serve deploy` runs, so REDIS_URL and ARCHROUTER_* apply to every replica
-    settings = Settings(**{**cfg.settings, "policy": policy_file})
+    # several ingress replicas: with Redis they share one policy version (settings.policy_sync: false opts out)
+    settings = Settings(**{"policy_sync": True, **cfg.settings, "policy": policy_file})
     KeyStore.from_config(settings.keys_file, settings.api_keys, settings.admin_key)  # bad keys fail the deploy here
-    if settings.redis_url:  # a deploy makes its policy file the version every replica serves
+    if settings.redis_url and settings.policy_sync:  # a deploy makes its policy file the version replicas serve
         from router.policy_sync import publish_now
 
         publish_now(settings.redis_url, Path(policy_file).read_text(encoding="utf-8"), policy.id,

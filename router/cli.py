@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -50,20 +51,33 @@ def _serve_embedded(settings) -> None:
     from router.app import create_app
 
     app_ = create_app(settings)
-    settings.host = _bind_host(settings.host, app_.state.router.keys.enabled)
-    if settings.redis_url:  # starting a server makes its policy file the version every replica serves
+    settings.host, notice = bind_host(settings.host, keys_enabled=app_.state.router.keys.enabled)
+    if notice:
+        typer.echo(f"archrouter: {notice}", err=True)
+    if settings.redis_url and settings.policy_sync:  # starting makes its policy file the version replicas serve
         _publish_policy(settings)
     typer.echo(f"archrouter: serving {settings.policy} at http://{settings.host}:{settings.port}/v1", err=True)
-    # SIGTERM: uvicorn stops accepting, then gives in-flight streams the grace period to finish
+    # SIGTERM: uvicorn stops accepting, gives in-flight streams the grace period to finish, then re-raises
+    # the signal; with this handler in place that re-raise returns, so a drained shutdown exits 0
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s), timeout_keep_alive=int(settings.keep_alive_s))
+
+
+def bind_host(host: str, *, keys_enabled: bool) -> tuple[str, str | None]:
+    """The address to bind and what to say about it: without API keys, loopback only."""
+    if keys_enabled:
+        return host, None
+    if not _is_loopback(host):
+        return "127.0.0.1", (f"no API keys configured, so binding to 127.0.0.1 instead of {host} "
+                             "(set ARCHROUTER_KEYS_FILE or ARCHROUTER_API_KEYS to serve other hosts)")
+    return host, "no API keys configured; serving loopback only"
 
 
 def _serve_ray(config: Path, overrides: dict) -> None:
     """`serve run` of ray_app.build with config/serve.yaml's arguments, on a local Ray instance
     (or the cluster RAY_ADDRESS names); blocks until Ctrl-C or SIGTERM, then shuts the app down."""
     import os
-    import signal
     import time
 
     import yaml
@@ -85,7 +99,9 @@ def _serve_ray(config: Path, overrides: dict) -> None:
     http["port"] = overrides.get("port", http.get("port", 8000))
     settings = Settings(**(args.get("settings") or {}))
     keys = KeyStore.from_config(settings.keys_file, settings.api_keys, settings.admin_key)
-    http["host"] = _bind_host(http["host"], keys.enabled)
+    http["host"], notice = bind_host(http["host"], keys_enabled=keys.enabled)
+    if notice:
+        typer.echo(f"archrouter: {notice}", err=True)
 
     import ray
     from ray import serve
@@ -116,16 +132,6 @@ def _serve_ray(config: Path, overrides: dict) -> None:
         typer.echo("archrouter: shutting down the Serve app", err=True)
         serve.shutdown()
         ray.shutdown()
-
-
-def _bind_host(host: str, keys_enabled: bool) -> str:
-    if not keys_enabled and not _is_loopback(host):
-        typer.echo(f"archrouter: no API keys configured, so binding to 127.0.0.1 instead of {host} "
-                   "(set ARCHROUTER_KEYS_FILE or ARCHROUTER_API_KEYS to serve other hosts)", err=True)
-        return "127.0.0.1"
-    if not keys_enabled:
-        typer.echo("archrouter: no API keys configured; serving loopback only", err=True)
-    return host
 
 
 def _publish_policy(settings) -> None:

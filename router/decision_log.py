@@ -76,8 +76,8 @@ class DecisionLog:
                 while self.pending and self._task is not None and not self._task.done():
                     await asyncio.sleep(0.05)
 
-    async def close(self) -> None:
-        await self.drain()
+    async def close(self, drain_s: float = 5.0) -> None:
+        await self.drain(drain_s)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -68,7 +68,11 @@ async def open_stream(
         cooldowns.succeeded(name)
         return Opened(name, first, stream, failed)
     if context_errors and len(context_errors) == len(failed):
-        raise APIError(400, str(context_errors[0]), param="messages", code="context_length_exceeded")
+        widest = max(context_errors, key=lambda e: e.limit)
+        what = "messages" if request.messages is not None else "prompt"
+        raise APIError(400, f"This request needs {widest.prompt_tokens} tokens ({what} plus max_tokens), but the "
+                       f"largest context among the backends it may use is {widest.limit} tokens ({widest.backend!r}); "
+                       f"shorten the {what} or lower max_tokens.", param=what, code="context_length_exceeded")
     if overloaded and overloaded == len(failed):
         raise APIError(429, "every candidate backend is at capacity; retry shortly", type="server_error",
                        code="backend_overloaded", headers={"retry-after": "1"})

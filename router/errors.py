@@ -48,7 +48,13 @@ def _param(loc: tuple) -> str | None:
 
 
 def validation_error(exc: RequestValidationError) -> APIError:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    err = errors[0]
+    # a union (content: str | list[part]) reports every member; the deepest error about the same field
+    # is the one that says what is wrong ("control character in messages[0].content[0].text", not
+    # "messages[0].content should be a string")
+    same = [e for e in errors if _param(tuple(e.get("loc", ()))[:4]) == _param(tuple(err.get("loc", ()))[:4])]
+    err = max(same, key=lambda e: len(e.get("loc", ())))
     if err.get("type") == "json_invalid":
         return APIError(400, f"Request body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}",
                         code="invalid_json")

@@ -96,10 +96,9 @@ class LocalBuckets:
 
 
 class RateLimiter:
-    RETRY_REDIS_AFTER_S = 5.0
-
     def __init__(self, redis_url: str | None, *, default_rpm: int, default_tpm: int, prefix: str = "archrouter:rl",
-                 on_mode=None):
+                 retry_redis_s: float = 5.0, on_mode=None):
+        self.retry_redis_s = retry_redis_s
         self.redis = aioredis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5) if redis_url \
             else None
         self.default_rpm, self.default_tpm, self.prefix = default_rpm, default_tpm, prefix
@@ -150,7 +149,7 @@ class RateLimiter:
         self.local.levels[who + ":t"] = (min(tpm, lvl + tokens), ts)
 
     def _redis_usable(self) -> bool:
-        return self._redis_down_since is None or time.monotonic() - self._redis_down_since > self.RETRY_REDIS_AFTER_S
+        return self._redis_down_since is None or time.monotonic() - self._redis_down_since > self.retry_redis_s
 
     async def close(self) -> None:
         if self.redis is not None:

@@ -51,7 +51,7 @@ class StreamOptions(_Strict):
 
 
 class _Sampling(_Strict):
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, examples=["auto"])  # "auto" routes; a backend name pins it
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     top_k: Annotated[int, Field(ge=0)] = 0  # extension, as vLLM accepts it
@@ -173,3 +173,54 @@ def completion_chunk(rid: str, model: str, text: str, finish: str | None, usage:
     else:
         out["choices"] = []
     return out
+
+
+# Response bodies, declared for the OpenAPI document (the handlers build plain dicts of this shape).
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage

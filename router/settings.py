@@ -16,9 +16,12 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "ARCHROUTER_REDIS_URL"))
     decision_stream: str = "archrouter:decisions"
     decision_stream_maxlen: int = 100_000
+    decision_log_buffer: int = 10_000  # records held while Redis is down; older ones beyond it are dropped, counted
     log_format: str = "auto"  # json | console | auto (console on a terminal)
     watch_policy: bool = True
-    # with redis_url: accepted policies are published here and every replica swaps to them
+    # several router replicas (Ray Serve turns it on with redis_url): accepted policies are published on
+    # the channel and in the key, and every replica swaps to them
+    policy_sync: bool = False
     policy_channel: str = "archrouter:policy"
     policy_key: str = "archrouter:policy:current"
     # Ray Serve: a request no backend replica takes within this long goes to a fallback (deployment down or full)
@@ -32,6 +35,7 @@ class Settings(BaseSettings):
     # per-key budgets (a key's own rpm/tpm in the keys file wins)
     rpm: int = 600
     tpm: int = 2_000_000
+    ratelimit_redis_retry_s: float = 5.0  # while Redis is down, limits are local; Redis is tried again this often
     # limits on input
     max_body_bytes: int = 1 << 20
     max_json_depth: int = 32
@@ -39,6 +43,9 @@ class Settings(BaseSettings):
     max_tokens_cap: int = 4096
     # time limits
     request_timeout_s: float = 300.0  # whole generation, first token to last
+    # idle keep-alive connections are kept longer than clients keep them (httpx and the openai client: 5 s),
+    # so a client never sends on a connection the server is closing at that moment
+    keep_alive_s: float = 65.0
     shutdown_grace_s: float = 30.0  # SIGTERM: in-flight streams get this long to finish
     # fallbacks: a backend failing `cooldown_failures` times within `cooldown_window_s` sits out `cooldown_s`
     cooldown_failures: int = 3

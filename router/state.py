@@ -25,10 +25,12 @@ class Router:
         self.metrics.registry.register(EngineCollector(self.engine_stats))
         self.policies = PolicyHolder(settings.policy, self.pool, self.metrics)
         self.decisions = DecisionLog(
-            self.metrics, settings.redis_url, settings.decision_stream, settings.decision_stream_maxlen
+            self.metrics, settings.redis_url, settings.decision_stream, settings.decision_stream_maxlen,
+            buffer=settings.decision_log_buffer,
         )
         self.keys = KeyStore.from_config(settings.keys_file, settings.api_keys, settings.admin_key)
         self.limiter = RateLimiter(settings.redis_url, default_rpm=settings.rpm, default_tpm=settings.tpm,
+                                   retry_redis_s=settings.ratelimit_redis_retry_s,
                                    on_mode=lambda mode: self.metrics.ratelimit_mode.set(mode == "redis"))
         self.cooldowns = Cooldowns(failures=settings.cooldown_failures, window_s=settings.cooldown_window_s,
                                    cooldown_s=settings.cooldown_s)

@@ -60,8 +60,8 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings: Settings):
-        self.app = create_app(settings)
+    def __init__(self, settings: Settings, factory=None):
+        self.app = create_app(settings, factory=factory)
         self.url = f"http://{settings.host}:{settings.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host=settings.host, port=settings.port,
                                                     log_level="warning", lifespan="on"))

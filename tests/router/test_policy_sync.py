@@ -40,8 +40,8 @@ def pair(model_dir, tmp_path_factory):
         f = tmp_path_factory.mktemp(f"sync{i}") / "policy.yaml"
         f.write_text(policy_text(model_dir, name="first"))
         files.append(f)
-    common = dict(host="127.0.0.1", log_format="json", redis_url=REDIS_URL, policy_channel=f"{ns}:policy",
-                  policy_key=f"{ns}:key", decision_stream=f"{ns}:decisions")
+    common = dict(host="127.0.0.1", log_format="json", redis_url=REDIS_URL, policy_sync=True,
+                  policy_channel=f"{ns}:policy", policy_key=f"{ns}:key", decision_stream=f"{ns}:decisions")
     with LiveServer(Settings(port=free_port(), policy=str(files[0]), **common)) as a, \
          LiveServer(Settings(port=free_port(), policy=str(files[1]), watch_policy=False, **common)) as b:
         yield a, b, files, ns
@@ -71,6 +71,6 @@ def test_a_replica_starting_later_takes_the_current_version(pair, model_dir, tmp
     f = tmp_path / "policy.yaml"
     f.write_text(policy_text(model_dir, name="stale"))
     settings = Settings(host="127.0.0.1", port=free_port(), policy=str(f), log_format="json", redis_url=REDIS_URL,
-                        policy_channel=f"{ns}:policy", policy_key=f"{ns}:key", watch_policy=False)
+                        policy_sync=True, policy_channel=f"{ns}:policy", policy_key=f"{ns}:key", watch_policy=False)
     with LiveServer(settings) as c:
         assert _policy(c.url) == current

@@ -21,12 +21,11 @@ def live(model_dir, tmp_path_factory):
     cfg.write_text(policy_text(model_dir, name="first"))
     stream = f"archrouter:test:{uuid.uuid4().hex}"
     settings = Settings(host="127.0.0.1", port=free_port(), policy=str(cfg), log_format="json",
-                        redis_url=REDIS_URL, decision_stream=stream,
-                        policy_channel=f"{stream}:policy", policy_key=f"{stream}:policy:current")
+                        redis_url=REDIS_URL, decision_stream=stream)
     with LiveServer(settings) as srv:
         srv.policy_file, srv.stream = cfg, stream
         yield srv
-    redis.Redis.from_url(REDIS_URL).delete(stream, f"{stream}:policy:current")
+    redis.Redis.from_url(REDIS_URL).delete(stream)
 
 
 def _policy_id(client: httpx.Client) -> str:
