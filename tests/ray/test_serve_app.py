@@ -130,13 +130,28 @@ def test_completions_endpoint_streams_sse(app):
 
 
 def test_replica_errors_keep_their_type(app):
-    # ContextLengthExceeded raised in the transformer replica reaches the ingress as itself: a 400, not a 503
-    r = httpx.post(app["url"] + "/v1/chat/completions", headers=AUTH, timeout=60, json={
-        "model": "transformer", "messages": [{"role": "user", "content": LONG}], "max_tokens": 8})
-    assert r.status_code == 400, r.text
-    err = r.json()["error"]
-    assert err["code"] == "context_length_exceeded" and "accepts at most 192" in err["message"]
-    assert "Ray" not in err["message"]  # the replica's message, not Ray's wrapper
+    # ContextLengthExceeded raised in the transformer replica comes out of the handle client as itself
+    # (Ray wraps it in a RayTaskError; the router's dispatch needs the type and the replica's message)
+    import asyncio
+
+    from backends.protocol import ContextLengthExceeded, GenerationRequest, SamplingParams
+    from router.ray_client import ray_factory
+
+    handle = serve.get_deployment_handle("backend-transformer", app_name="archrouter")
+    client = ray_factory({"transformer": handle})("transformer", None)
+    assert client.info.family == "transformer" and client.info.context_length == 192
+
+    async def go() -> None:
+        request = GenerationRequest("req-long", SamplingParams(max_tokens=8), prompt=LONG)
+        with pytest.raises(ContextLengthExceeded) as err:
+            await anext(client.generate(request))
+        assert type(err.value) is ContextLengthExceeded and err.value.limit == 192
+        assert str(err.value).startswith("prompt is ") and "Ray" not in str(err.value)
+        short = GenerationRequest("req-short", SamplingParams(max_tokens=3, temperature=0), prompt="hi")
+        chunks = [c async for c in client.generate(short)]
+        assert chunks[-1].finish_reason in {"stop", "length"} and chunks[-1].completion_tokens == len(chunks)
+
+    asyncio.run(go())
 
     # BackendOverloaded: 2 running + 2 waiting per engine, so a burst of 12 pinned requests overflows it
     def one(_):
