@@ -177,7 +177,10 @@ def main() -> None:
     import ray
     import torch
 
-    meta = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]), "machine": platform.node(),
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    meta = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]), "commit": commit,
+            "machine": platform.node(),
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "smoke": a.smoke,
