@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: serve test lint bench-router screenshots clean
+.PHONY: serve serve-embedded test bench-router bench-serve screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ $(CHROMIUM):
 	$(SUDO) apt-get install -y chromium
 	@test -x $(CHROMIUM) || { echo "apt-get finished but $(CHROMIUM) is still missing" >&2; exit 1; }
 
+# the Ray Serve app of ray_app.py on a local Ray instance (no `ray start --head` needed); prints the URL
 serve: $(STAMP)
+	$(BIN)/archrouter init-models
+	$(BIN)/archrouter serve
+
+# the same router and engines in one process, without Ray
+serve-embedded: $(STAMP)
 	$(BIN)/archrouter init-models
 	$(BIN)/archrouter serve --embedded
 
@@ -36,6 +42,9 @@ bench-router: $(STAMP)
 
 screenshots: $(STAMP) $(CHROMIUM)
 	$(BIN)/python scripts/dashboard_screenshots.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -23,6 +23,7 @@ from router.dispatch import Opened, open_stream
 from router.errors import APIError
 from router.limits import InputLimits
 from router.logging import configure as configure_logging
+from router.policy_sync import PolicySync
 from router.pool import ClientFactory
 from router.settings import Settings
 from router.state import Router
@@ -63,12 +64,19 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
     async def lifespan(app: FastAPI):
         configure_logging(settings.log_format)
         await router.policies.load_initial()
+        sync = None
+        if settings.redis_url and settings.policy_sync:  # replicas share one policy version through Redis
+            sync = PolicySync(settings.redis_url, router.policies, channel=settings.policy_channel,
+                              key=settings.policy_key)
+            await sync.start()
         router.decisions.start()
         if settings.watch_policy:
             router.policies.start_watching()
         log.info("serving", policy=router.policy.id, backends=list(router.pool.clients),
                  auth="keys" if router.keys.enabled else "none (loopback only)")
         yield
+        if sync is not None:
+            await sync.stop()
         await router.policies.stop()
         await router.pool.close()
         await router.decisions.close()
@@ -85,7 +93,10 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
         response = await call_next(request)
-        response.headers["x-request-id"] = rid
+        if settings.replica:  # on Ray Serve: its proxy already returns x-request-id (the same id)
+            response.headers["x-archrouter-replica"] = settings.replica
+        else:
+            response.headers["x-request-id"] = rid
         if response.status_code >= 400:
             router.metrics.errors.labels(status=str(response.status_code), code="").inc()
         return response
@@ -201,7 +212,7 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
         200: {"description": "The policy file", "content": {"application/yaml": {"schema": {"type": "object"}}}},
         **_errors(401, 403)})
     async def get_policy(_: Principal = Depends(admin)) -> Response:
-        return Response(router.policies.path.read_text(), media_type="application/yaml")
+        return Response(router.policies.text, media_type="application/yaml")  # in force, maybe from a peer
 
     app.include_router(dashboard.build(router))
     return app
@@ -270,6 +281,8 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
         opened.failed[:0] = failed_before
         opened_at = time.perf_counter()
         record.update(backend=opened.backend, fallbacks_used=[n for n, _ in opened.failed])
+        if opened.failed:  # why each earlier candidate was passed over (overloaded, down, context too long)
+            record["fallback_errors"] = {n: e for n, e in opened.failed}
         if body.stream:
             break
         text, last = opened.first.text, opened.first

@@ -32,23 +32,30 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [ARCHROUTER_HOST, 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [ARCHROUTER_PORT, 8000].")] = None,
     policy: Annotated[str | None, typer.Option(help="Policy file [ARCHROUTER_POLICY].")] = None,
-    device: Annotated[str | None, typer.Option(help="torch device for embedded engines.")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device for the engines.")] = None,
+    config: Annotated[Path, typer.Option(help="Ray Serve config (without --embedded).")] = Path("config/serve.yaml"),
 ) -> None:
-    """Serve the OpenAI-compatible API."""
-    import uvicorn
-
-    from router.app import create_app
+    """Serve the OpenAI-compatible API: on Ray Serve (config/serve.yaml), or --embedded in one process."""
     from router.settings import Settings
 
     overrides = {k: v for k, v in dict(host=host, port=port, policy=policy, device=device).items() if v is not None}
-    settings = Settings(**overrides)
-    if not embedded:
-        typer.echo("Only embedded mode is available in this version: run `archrouter serve --embedded`.", err=True)
-        raise typer.Exit(2)
+    if embedded:
+        _serve_embedded(Settings(**overrides))
+    else:
+        _serve_ray(config, overrides)
+
+
+def _serve_embedded(settings) -> None:
+    import uvicorn
+
+    from router.app import create_app
+
     app_ = create_app(settings)
     settings.host, notice = bind_host(settings.host, keys_enabled=app_.state.router.keys.enabled)
     if notice:
         typer.echo(f"archrouter: {notice}", err=True)
+    if settings.redis_url and settings.policy_sync:  # starting makes its policy file the version replicas serve
+        _publish_policy(settings)
     typer.echo(f"archrouter: serving {settings.policy} at http://{settings.host}:{settings.port}/v1", err=True)
     # SIGTERM: uvicorn stops accepting, gives in-flight streams the grace period to finish, then re-raises
     # the signal; with this handler in place that re-raise returns, so a drained shutdown exits 0
@@ -65,6 +72,75 @@ def bind_host(host: str, *, keys_enabled: bool) -> tuple[str, str | None]:
         return "127.0.0.1", (f"no API keys configured, so binding to 127.0.0.1 instead of {host} "
                              "(set ARCHROUTER_KEYS_FILE or ARCHROUTER_API_KEYS to serve other hosts)")
     return host, "no API keys configured; serving loopback only"
+
+
+def _serve_ray(config: Path, overrides: dict) -> None:
+    """`serve run` of ray_app.build with config/serve.yaml's arguments, on a local Ray instance
+    (or the cluster RAY_ADDRESS names); blocks until Ctrl-C or SIGTERM, then shuts the app down."""
+    import os
+    import time
+
+    import yaml
+
+    from router.auth import KeyStore
+    from router.settings import Settings
+
+    doc = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    if len(doc.get("applications") or []) != 1:
+        typer.echo(f"{config}: expected exactly one application (archrouter)", err=True)
+        raise typer.Exit(2)
+    spec = doc["applications"][0]
+    args = dict(spec.get("args") or {})
+    for key in ("policy", "device"):
+        if key in overrides:
+            args[key] = overrides[key]
+    http = dict(doc.get("http_options") or {})
+    http["host"] = overrides.get("host", http.get("host", "127.0.0.1"))
+    http["port"] = overrides.get("port", http.get("port", 8000))
+    settings = Settings(**(args.get("settings") or {}))
+    keys = KeyStore.from_config(settings.keys_file, settings.api_keys, settings.admin_key)
+    http["host"], notice = bind_host(http["host"], keys_enabled=keys.enabled)
+    if notice:
+        typer.echo(f"archrouter: {notice}", err=True)
+
+    import ray
+    from ray import serve
+
+    import ray_app
+
+    root = str(Path(ray_app.__file__).resolve().parent)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    runtime_env = {**(spec.get("runtime_env") or {}), "env_vars": {**env, **(spec.get("runtime_env") or {})
+                                                                    .get("env_vars", {})}}
+    # RAY_ADDRESS set: join that cluster; otherwise start a local Ray instance just for this app
+    ray.init(address=os.environ.get("RAY_ADDRESS", "local"), runtime_env=runtime_env)
+    serve.start(http_options=http, proxy_location=doc.get("proxy_location", "HeadOnly"))
+    name, prefix = spec.get("name", "archrouter"), spec.get("route_prefix", "/")
+    serve.run(ray_app.build(args), name=name, route_prefix=prefix)
+    url = f"http://{http['host']}:{http['port']}{prefix.rstrip('/')}/v1"
+    typer.echo(f"archrouter: Ray Serve app {name!r} serving {args.get('policy', 'config/policy.yaml')} at {url} "
+               "(`serve status` shows its deployments; Ctrl-C stops it)", err=True)
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        typer.echo("archrouter: shutting down the Serve app", err=True)
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _publish_policy(settings) -> None:
+    from policies.loader import load_policy
+    from router.policy_sync import publish_now
+
+    policy = load_policy(settings.policy)
+    publish_now(settings.redis_url, Path(settings.policy).read_text(encoding="utf-8"), policy.id,
+                origin="archrouter serve", channel=settings.policy_channel, key=settings.policy_key)
 
 
 def _is_loopback(host: str) -> bool:

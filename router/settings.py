@@ -19,6 +19,14 @@ class Settings(BaseSettings):
     decision_log_buffer: int = 10_000  # records held while Redis is down; older ones beyond it are dropped, counted
     log_format: str = "auto"  # json | console | auto (console on a terminal)
     watch_policy: bool = True
+    # several router replicas (Ray Serve turns it on with redis_url): accepted policies are published on
+    # the channel and in the key, and every replica swaps to them
+    policy_sync: bool = False
+    policy_channel: str = "archrouter:policy"
+    policy_key: str = "archrouter:policy:current"
+    # Ray Serve: a request no backend replica takes within this long goes to a fallback (deployment down or full)
+    backend_assign_timeout_s: float = 5.0
+    replica: str | None = None  # names this replica in the x-archrouter-replica header (set by ray_app)
 
     # keys: a YAML file of salted hashes (`archrouter keys add`), and/or plaintext keys from the environment
     keys_file: str | None = None
