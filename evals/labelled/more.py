@@ -1019,3 +1019,97 @@ def cli_and_config(rng: random.Random, v: Vocab) -> Item:
         ),
         None,
     )
+
+
+# -- third batch: lookups across several sources, API docs to code --------------------------------------
+
+
+@template(RC, "source_attribution")
+def source_attribution(rng: random.Random, v: Vocab) -> Item:
+    fact, q, ans = _fact(rng, v)
+    k = rng.randint(2, 6)
+    srcs = [paragraph(rng, v, rng.randint(3, 12)) for _ in range(k)]
+    j = rng.randrange(k)
+    srcs[j] += " " + fact
+    kind = rng.choice(["Email", "Source", "Doc", "Page", "Ticket", "Message"])
+    body = "\n\n".join(f"[{kind} {i + 1}]\n{s}" for i, s in enumerate(srcs))
+    return Item(
+        pick(
+            rng,
+            [
+                "{q} Say which {k} it comes from.",
+                "Which {k} contains the answer to: {q}",
+                "{q} Quote it and cite the {k} number.",
+                "Find the exact line across these {k}s: {q}",
+            ],
+            q=q,
+            k=kind.lower(),
+        ),
+        body,
+        "sources",
+        answer=ans,
+    )
+
+
+@template(RC, "term_definition_lookup")
+def term_definition_lookup(rng: random.Random, v: Vocab) -> Item:
+    terms = [f"{v.colour.title()} {v.object.title()}" for _ in range(rng.randint(5, 40))]
+    terms = list(dict.fromkeys(terms))
+    defs = [f"{t}{rng.choice([': ', ' - ', ' — ', ' means '])}{paragraph(rng, v, rng.randint(1, 2))}" for t in terms]
+    t = rng.choice(terms)
+    return Item(
+        pick(
+            rng,
+            [
+                'How does this list define "{t}"? Copy the definition exactly.',
+                "Look up {t} in the list and give me its entry unchanged.",
+                "What's the definition of {t} here? Verbatim.",
+                "¿Cómo se define {t}? Cita la definición.",
+            ],
+            t=t,
+        ),
+        "\n".join(defs),
+        rng.choice(["list", "index", "reference"]),
+    )
+
+
+@template(CD, "api_docs_to_client")
+def api_docs_to_client(rng: random.Random, v: Vocab) -> Item:
+    svc = v.service.replace(" ", "-")
+    eps = []
+    for _ in range(rng.randint(2, 8)):
+        m, path = rng.choice(["GET", "POST", "PUT", "DELETE"]), f"/v1/{v.object.replace(' ', '-')}s"
+        eps.append(f"{m} {path}{rng.choice(['', '/{id}'])}\n{paragraph(rng, v, rng.randint(1, 4))}")
+    doc = f"{svc} API\n\n{prose(rng, v, log_uniform(rng, 60, 600))}\n\n" + "\n\n".join(eps)
+    return Item(
+        pick(
+            rng,
+            [
+                "Write a {l} client library for this API, with retries.",
+                "Generate typed {l} bindings for these endpoints.",
+                "Write integration tests in {l} for the endpoints documented here.",
+                "Implement a mock server in {l} that follows this documentation.",
+                "Write the OpenAPI YAML for what's described.",
+            ],
+            l=rng.choice(["Python", "TypeScript", "Go", "Java"]),
+        ),
+        doc,
+        "API docs",
+    )
+
+
+@template(CD, "code_to_docs")
+def code_to_docs(rng: random.Random, v: Vocab) -> Item:
+    return Item(
+        pick(
+            rng,
+            [
+                "Write a README section explaining how to use this module.",
+                "Generate API documentation for these functions.",
+                "Write a changelog entry and docstrings for this change.",
+                "Add comments explaining the tricky parts.",
+            ],
+        ),
+        _py_snippet(rng, v),
+        "code",
+    )
