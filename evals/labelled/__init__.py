@@ -18,7 +18,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from evals.labelled import chat, code, extra, longdoc, recall, seqdata, state  # noqa: F401  (register templates)
+from evals.labelled import chat, code, extra, longdoc, more, recall, seqdata, state  # noqa: F401  (register templates)
 from evals.labelled.base import TEMPLATES, Item, Template
 from evals.labelled.text import compose, noisy
 from evals.labelled.vocab import Vocab
@@ -74,7 +74,7 @@ def _render(rng: random.Random, item: Item, v: Vocab) -> dict:
     return {"messages": msgs}
 
 
-def generate(seed: int = 0, per_task: int = 640) -> list[tuple[LabelledPrompt, bool]]:
+def generate(seed: int = 0, per_task: int = 800) -> list[tuple[LabelledPrompt, bool]]:
     """`per_task` records for each task, round-robin over templates: (record, held-out template?)."""
     out = []
     seen: set[str] = set()  # no duplicate texts, so no test item is a copy of a training item
@@ -116,6 +116,8 @@ def split(
             test.append(rec.model_copy(update={"tags": [*rec.tags, "seen_template"]}))
         else:
             train.append(rec)
+    # its own RNG, so which hand-written prompts are held out does not depend on how many were generated
+    rng = random.Random(f"split-handwritten:{seed}")
     for rec in handwritten:
         tags = [*rec.tags] if "handwritten" in rec.tags else [*rec.tags, "handwritten"]
         (test if rng.random() < HANDWRITTEN_TEST_FRACTION else train).append(
@@ -128,7 +130,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_dataset(out: Path, seed: int = 0, per_task: int = 640, handwritten: Path | None = None) -> dict:
+def write_dataset(out: Path, seed: int = 0, per_task: int = 800, handwritten: Path | None = None) -> dict:
     out = Path(out)
     hw = read_labelled(handwritten) if handwritten is not None and Path(handwritten).exists() else []
     gen = generate(seed, per_task)

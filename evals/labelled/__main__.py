@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Generate the labelled-prompt train/test split.")
     ap.add_argument("--out", type=Path, default=Path("evals/data"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--per-task", type=int, default=640)
+    ap.add_argument("--per-task", type=int, default=800)
     ap.add_argument("--handwritten", type=Path, default=Path("evals/data/handwritten.jsonl"))
     args = ap.parse_args(argv)
     m = write_dataset(args.out, args.seed, args.per_task, args.handwritten)

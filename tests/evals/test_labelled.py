@@ -75,3 +75,34 @@ def test_text_renders_roles_with_last_turn_last() -> None:
     assert r.text() == "system: be nice\n\nuser: hello"
     assert r.tracks_state() is False
     assert LabelledPrompt(task="state_tracking", prompt="x").tracks_state() is True
+
+
+def test_record_formats_carry_the_same_rows() -> None:
+    import csv
+    import io
+    import json
+    import random
+
+    from evals.labelled.more import fmt_rows
+
+    cols = ["ts", "name", "value"]
+    rows = [["09:00", "Ana", 3], ["09:05", "Bo", 17], ["09:07", "Cy", 2]]
+    seen_styles = set()
+    for s in range(200):
+        text = fmt_rows(random.Random(s), cols, rows)
+        if text.startswith("["):
+            assert json.loads(text) == [dict(zip(cols, r, strict=True)) for r in rows]
+            seen_styles.add("json")
+        elif text.startswith("{"):
+            assert [json.loads(x) for x in text.splitlines()] == [dict(zip(cols, r, strict=True)) for r in rows]
+            seen_styles.add("jsonl")
+        elif text.startswith("ts,"):
+            assert list(csv.reader(io.StringIO(text))) == [cols] + [[str(x) for x in r] for r in rows]
+            seen_styles.add("csv")
+        else:
+            # key=value, TSV, markdown table and bullets: every value appears on its own row's line
+            body = [ln for ln in text.splitlines() if not set(ln) <= set("|-")]
+            body = body[-len(rows) :]
+            assert all(str(x) in ln for r, ln in zip(rows, body, strict=True) for x in r)
+            seen_styles.add(text[:3])  # "ts\t", "ts=", "| t", "- t"
+    assert len(seen_styles) == 7  # all seven formats come up

@@ -33,10 +33,10 @@ def test_shipped_model_reaches_recorded_heldout_scores(shipped: TaskClassifier) 
     assert m["state_tracking_auc"] == recorded["state_tracking_auc"]
     # floors (the figures reported in metrics.json): items from seen templates, hand-written items,
     # and the harder share from templates and vocabulary never seen in training
-    assert m["macro_f1"] >= 0.80
+    assert m["macro_f1"] >= 0.90
     assert m["by_tag"]["seen_template"]["macro_f1"] >= 0.95
     assert m["by_tag"]["handwritten"]["macro_f1"] >= 0.85
-    assert m["by_tag"]["unseen_template"]["macro_f1"] >= 0.70
+    assert m["by_tag"]["unseen_template"]["macro_f1"] >= 0.85
     assert m["state_tracking_auc"] >= 0.99
 
 
