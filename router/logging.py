@@ -19,6 +19,7 @@ def configure(fmt: str = "auto", level: int = logging.INFO) -> None:
             structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # look sys.stderr up at each call: it may be replaced after configuration (test capture, daemons)
+        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
