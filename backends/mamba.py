@@ -29,6 +29,7 @@ from torch import nn
 
 from backends.base import Cache, CausalLM
 from kernels.selective_scan import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
+from kernels.selective_scan.train import causal_conv1d_dense, selective_scan_dense
 
 # SSM parameters stay fp32 whatever the model dtype (as mamba-ssm keeps them): exp(dt * A) is
 # sensitive to A's precision over long sequences.
@@ -146,6 +147,8 @@ class MambaMixer(nn.Module):
     def forward(self, h: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
                 slots: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
         batch, seqlen, _ = h.shape
+        if seqlen > 1 and torch.is_grad_enabled() and self.A_log.requires_grad:
+            return self._forward_train(h, conv_state, ssm_state, slots)
         xz = self.in_proj(h).view(batch * seqlen, 2 * self.d_inner)
         x, z = xz[:, : self.d_inner], xz[:, self.d_inner :]  # views: the kernels take row strides
         weight = self.conv1d.weight.view(self.d_inner, -1)
@@ -164,6 +167,28 @@ class MambaMixer(nn.Module):
             y = selective_scan(x, dt, A, B, C, self.D, z, self.dt_proj.bias, ssm_state, cu_seqlens, slots,
                                max_seqlen=seqlen)
         return self.out_proj(y.view(batch, seqlen, self.d_inner))
+
+    def _forward_train(self, h: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
+                       slots: torch.Tensor) -> torch.Tensor:
+        """The same block, differentiable and batched (kernels.selective_scan.train): the Triton
+        kernels are forward-only and the references loop over sequences. Rows with a negative slot
+        start from zeros and write no state, as in the kernels."""
+        live = (slots >= 0)[:, None, None]
+        rows = slots.long().clamp(min=0)
+        x, z = self.in_proj(h).chunk(2, dim=-1)
+        x, past = causal_conv1d_dense(x, self.conv1d.weight.view(self.d_inner, -1), self.conv1d.bias,
+                                      conv_state[rows] * live)
+        x_dbl = self.x_proj(x)
+        dt = F.linear(x_dbl[..., : self.dt_rank], self.dt_proj.weight)
+        B = x_dbl[..., self.dt_rank : self.dt_rank + self.d_state]
+        C = x_dbl[..., self.dt_rank + self.d_state :]
+        y, last = selective_scan_dense(x, dt, self.neg_A(), B, C, self.D, z, self.dt_proj.bias,
+                                       ssm_state[rows] * live)
+        with torch.no_grad():  # the cache carries values, not graph
+            keep = slots >= 0
+            conv_state[rows[keep]] = past[keep].to(conv_state.dtype)
+            ssm_state[rows[keep]] = last[keep].to(ssm_state.dtype)
+        return self.out_proj(y)
 
 
 class MambaBlock(nn.Module):

@@ -23,6 +23,7 @@ from torch import nn
 
 from backends.base import Cache, CausalLM
 from kernels.wkv7 import wkv7
+from kernels.wkv7.train import wkv7_dense
 
 # log of the per-step decay is -exp(-0.5) * sigmoid(.), so every channel keeps >= 54.5% per token
 _DECAY_SCALE = math.exp(-0.5)
@@ -142,8 +143,13 @@ class TimeMix(nn.Module):
             v = v + (v_first - v) * torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2)
 
         heads = (B, T, H, N)
-        y = wkv7(r.view(heads), log_w.view(heads), k.view(heads), v.view(heads),
-                 -kk, kk * a.view(heads), state, slots)
+        args = (r.view(heads), log_w.view(heads), k.view(heads), v.view(heads), -kk, kk * a.view(heads))
+        if T > 1 and slots is None and torch.is_grad_enabled() and self.receptance.weight.requires_grad:
+            y, last = wkv7_dense(*args, state)  # training: differentiable and batched
+            with torch.no_grad():
+                state.copy_(last)
+        else:
+            y = wkv7(*args, state, slots)
         y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
         bonus = (r * k * self.r_k.view(1, 1, C)).view(heads).sum(-1, keepdim=True) * v.view(heads)
         y = y + bonus.view(B, T, C)

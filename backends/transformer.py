@@ -279,8 +279,9 @@ class Attention(nn.Module):
         B, _, T, _ = q.shape
         # write this step's keys/values at each row's own positions, then read up to the longest row
         index = step.write_index.expand(B, self.n_kv, T, self.head_dim)
-        cache.k(layer).scatter_(2, index, k)
-        cache.v(layer).scatter_(2, index, v)
+        # under bf16 autocast the projections come out bf16 (v) or fp32 (k, through RoPE); the cache keeps its dtype
+        cache.k(layer).scatter_(2, index, k.to(cache.k(layer).dtype))
+        cache.v(layer).scatter_(2, index, v.to(cache.v(layer).dtype))
         if step.kernels:
             if step.mask is None:  # prefill from empty: this step's keys are all there is
                 return attn_kernels.attention_padded(q, k, v, step.k_lens)

@@ -31,6 +31,7 @@ from torch import nn
 
 from backends.base import Cache, CausalLM
 from kernels.mlstm import mlstm_chunkwise, mlstm_step
+from kernels.mlstm.train import mlstm_chunkwise_dense
 
 BYTE_VOCAB = 264  # 256 bytes + 8 specials, shared with the other families' byte-level presets
 
@@ -159,7 +160,13 @@ def _mlstm(q, k, v, ig, fg, cache: XLSTMCache, idx: int, nh: int, *, scale, eps)
         m,
         slots,
     )
-    if T == 1:
+    if T > 1 and torch.is_grad_enabled() and q.requires_grad:  # training: differentiable and batched
+        h, *last = mlstm_chunkwise_dense(q.view(B, T, nh, -1), k.view(B, T, nh, -1), v.view(B, T, nh, -1),
+                                         ig.view(B, T, nh), fg.view(B, T, nh), C, n, m, scale=scale, eps=eps)
+        with torch.no_grad():
+            for pool, value in zip((C, n, m), last, strict=True):
+                pool.copy_(value)
+    elif T == 1:
         h = mlstm_step(*args, scale=scale, eps=eps)
     else:
         h = mlstm_chunkwise(*args, cu, scale=scale, eps=eps, dense=(B, T))

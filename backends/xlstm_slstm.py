@@ -21,6 +21,7 @@ from backends.xlstm import (
     proj_dim,
 )
 from kernels.slstm import slstm_scan, slstm_step
+from kernels.slstm.train import slstm_scan_dense
 
 _ACT = {
     "gelu": F.gelu,
@@ -84,6 +85,12 @@ class SLSTMLayer(nn.Module):
         R = self.slstm_cell._recurrent_kernel_.view(self.nh, 4, self.dh, self.dh)
         b = self.slstm_cell._bias_.view(4, self.nh, self.dh)
         h, c, n, m = cache.layer(idx, "h", "c", "n", "m")
+        if T > 1 and torch.is_grad_enabled() and pre.requires_grad:  # training: differentiable and batched
+            y, last = slstm_scan_dense(pre.view(B, T, 4, self.nh, self.dh), R, b, h, c, n, m)
+            with torch.no_grad():
+                for pool, value in zip((h, c, n, m), last, strict=True):
+                    pool.copy_(value)
+            return self.group_norm(y)
         slots, cu = _batch_rows(cache, B, T, x.device)
         y = slstm_step(pre, R, b, h, c, n, m, slots) if T == 1 else slstm_scan(pre, R, b, h, c, n, m, slots, cu)
         return self.group_norm(y.view(B, T, self.nh, self.dh))
