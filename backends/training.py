@@ -9,9 +9,10 @@ accuracy per task on held-out items at training length). The data stream is a pu
 number of tokens, and a resumed run continues the same stream. `--out` holds the family's checkpoint
 (`save()`), `optim.pt` (optimizer + step, read back with weights_only=True) and `training.json`.
 
-On CUDA the training forward must be differentiable: the Mamba, mLSTM and sLSTM Triton kernels are
-forward-only (and RWKV's dispatcher already falls back when inputs need grad), so training sets
-ARCHROUTER_NO_TRITON=1 and every family trains on its PyTorch reference path.
+On CUDA the training forward must be differentiable. The Triton kernels are forward-only, so each
+recurrent family switches to a batched, differentiable PyTorch path (`kernels/<op>/train.py`) when
+gradients are on; training also sets ARCHROUTER_NO_TRITON=1, which sends the periodic eval through the
+plain references too (slow: a later change can let eval use the Triton forward kernels).
 """
 
 from __future__ import annotations
