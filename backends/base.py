@@ -7,7 +7,7 @@ A family module (`transformer.py`, `mamba.py`, `rwkv.py`, `xlstm.py`) exposes::
     def random_config(preset: str) -> dict        # a config.json dict for `archrouter init-models`
     def from_config(config, *, seed=...) -> CausalLM   # random weights of that config
     def load_tokenizer(path) -> Tokenizer         # optional; else backends.tokenizer.load_tokenizer
-    class CausalLM(torch.nn.Module):
+    class CausalLM(torch.nn.Module, abc.ABC):
         def init_cache(self, batch_size: int) -> Cache
         def forward(self, input_ids, cache=None) -> tuple[logits, Cache]
 
@@ -17,6 +17,7 @@ knows nothing about families beyond this module.
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Sequence
 from typing import Any, Self
@@ -87,7 +88,7 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     return json.loads(data[8 : 8 + n]).get("__metadata__", {}) or {}
 
 
-class CausalLM(torch.nn.Module):
+class CausalLM(torch.nn.Module, abc.ABC):
     """Base class: what the engine may rely on besides `forward`."""
 
     family: str = "generic"
@@ -103,8 +104,9 @@ class CausalLM(torch.nn.Module):
         """Training/positional limit; None for recurrent models with no hard limit."""
         return None
 
-    def init_cache(self, batch_size: int) -> Cache:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def init_cache(self, batch_size: int) -> Cache:
+        """An empty cache for `batch_size` sequences (each family defines its own)."""
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -47,66 +47,53 @@ class PolicyHolder:
         async with self._lock:
             try:
                 text = self.path.read_text(encoding="utf-8")
-                policy = parse_policy(text, file=str(self.path))
-                if self.policy is not None and policy.id == self.policy.id:
-                    return True, policy.id
-                await self._swap(policy, text)
             except OSError as exc:
                 self.metrics.policy_reloads.labels(result="invalid").inc()
                 log.error("policy_reload_rejected", file=str(self.path), errors=str(exc), kept=self.policy.id)
                 return False, f"cannot read the policy file: {exc}"
-            except PolicyError as exc:
-                self.metrics.policy_reloads.labels(result="invalid").inc()
-                log.error("policy_reload_rejected", file=str(self.path), errors=str(exc), kept=self.policy.id)
-                return False, str(exc)
-            except Exception as exc:  # backend failed to load: keep serving the old catalogue
-                self.metrics.policy_reloads.labels(result="error").inc()
-                log.exception("policy_reload_failed", file=str(self.path), kept=self.policy.id)
-                return False, f"{type(exc).__name__}: {exc}"
-            self.metrics.policy_reloads.labels(result="ok").inc()
-            log.info("policy_reloaded", policy=self.policy.id)
-        await self._announce(text, policy.id)
-        return True, policy.id
+            if text == self.text:  # a save without changes, or our own write
+                return True, self.policy.id
+            ok, detail = await self._try_swap(text, "policy_reload", "policy_reloaded", file=str(self.path))
+        if ok:
+            await self._announce(text, detail)
+        return ok, detail
 
     async def replace(self, text: str) -> tuple[bool, str]:
-        """Validate `text` as the new policy; if valid, write it to the file and swap it in."""
+        """Validate `text` as the new policy; if valid, swap it in and write it to the file."""
         async with self._lock:
-            try:
-                policy = parse_policy(text, file=str(self.path))
-                await self._swap(policy, text)
-            except PolicyError as exc:
-                self.metrics.policy_reloads.labels(result="invalid").inc()
-                return False, str(exc)
-            except Exception as exc:
-                self.metrics.policy_reloads.labels(result="error").inc()
-                return False, f"{type(exc).__name__}: {exc}"
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(self.path)  # atomic: a reader sees the old file or the new one
-            self.metrics.policy_reloads.labels(result="ok").inc()
-            log.info("policy_replaced", policy=policy.id)
-        await self._announce(text, policy.id)
-        return True, policy.id
+            ok, detail = await self._try_swap(text, "policy_replace", "policy_replaced", write_file=True)
+        if ok:
+            await self._announce(text, detail)
+        return ok, detail
 
     async def adopt(self, text: str, origin: str = "peer") -> tuple[bool, str]:
         """Swap in a policy another replica accepted (validated again here: its backends must load)."""
         async with self._lock:
             if text == self.text:
                 return True, self.policy.id
-            try:
-                policy = parse_policy(text, file=str(self.path))
-                await self._swap(policy, text)
-            except PolicyError as exc:
-                self.metrics.policy_reloads.labels(result="invalid").inc()
-                log.error("policy_adopt_rejected", origin=origin, errors=str(exc), kept=self.policy.id)
-                return False, str(exc)
-            except Exception as exc:
-                self.metrics.policy_reloads.labels(result="error").inc()
-                log.exception("policy_adopt_failed", origin=origin, kept=self.policy.id)
-                return False, f"{type(exc).__name__}: {exc}"
-            self.metrics.policy_reloads.labels(result="ok").inc()
-            log.info("policy_adopted", policy=policy.id, origin=origin)
-            return True, policy.id
+            return await self._try_swap(text, "policy_adopt", "policy_adopted", origin=origin)
+
+    async def _try_swap(self, text: str, event: str, accepted: str, *, write_file: bool = False,
+                        **ctx) -> tuple[bool, str]:
+        """Parse, load backends and swap; on any failure keep the policy in force, count and log it."""
+        try:
+            policy = parse_policy(text, file=str(self.path))
+            await self._swap(policy, text)
+        except PolicyError as exc:
+            self.metrics.policy_reloads.labels(result="invalid").inc()
+            log.error(f"{event}_rejected", errors=str(exc), kept=self.policy.id, **ctx)
+            return False, str(exc)
+        except Exception as exc:  # a backend failed to load: keep serving the old catalogue
+            self.metrics.policy_reloads.labels(result="error").inc()
+            log.exception(f"{event}_failed", kept=self.policy.id, **ctx)
+            return False, f"{type(exc).__name__}: {exc}"
+        if write_file:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(self.path)  # atomic: a reader sees the old file or the new one
+        self.metrics.policy_reloads.labels(result="ok").inc()
+        log.info(accepted, policy=policy.id, **ctx)
+        return True, policy.id
 
     async def _announce(self, text: str, policy_id: str) -> None:
         for listener in self.listeners:
