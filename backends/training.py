@@ -9,10 +9,11 @@ accuracy per task on held-out items at training length). The data stream is a pu
 number of tokens, and a resumed run continues the same stream. `--out` holds the family's checkpoint
 (`save()`), `optim.pt` (optimizer + step, read back with weights_only=True) and `training.json`.
 
-On CUDA the training forward must be differentiable. The Triton kernels are forward-only, so each
-recurrent family switches to a batched, differentiable PyTorch path (`kernels/<op>/train.py`) when
-gradients are on; training also sets ARCHROUTER_NO_TRITON=1, which sends the periodic eval through the
-plain references too (slow: a later change can let eval use the Triton forward kernels).
+On CUDA the training forward must be differentiable. The serving Triton kernels are forward-only, so
+when gradients are on each recurrent family switches to its batched, differentiable training path
+(`kernels/<op>/train.py`: fused Triton forward + backward kernels on CUDA for the Mamba scan and WKV-7,
+torch elsewhere) and the Transformer to RoPE + SDPA in torch. The periodic eval (no gradients) runs
+the serving kernels. ARCHROUTER_NO_TRITON=1 sends everything through the torch references.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import shlex
 import sys
@@ -209,7 +209,6 @@ def pack(folder: Path, tar_path: Path) -> None:
 def train(cfg: TrainConfig, command: str = "") -> dict[str, Any]:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     if device.type == "cuda":
-        os.environ["ARCHROUTER_NO_TRITON"] = "1"  # forward-only kernels; see the module docstring
         torch.backends.cuda.matmul.allow_tf32 = True
     out = Path(cfg.out)
     mod = family_module(cfg.family)

@@ -399,7 +399,10 @@ class Transformer(CausalLM):
         return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
 
     def _kernels(self, x: torch.Tensor) -> bool:
-        """The Triton path: CUDA, kernels enabled, a head dim the kernels are built for."""
+        """The Triton path: CUDA, kernels enabled, a head dim the kernels are built for, and no
+        training (the attention kernels are forward-only: gradients take RoPE + SDPA in torch)."""
+        if torch.is_grad_enabled() and self.model["embed_tokens"].weight.requires_grad:
+            return False
         return use_triton(x) and self.head_dim in attn_kernels.SUPPORTED_HEAD_DIMS
 
     def _rope_table(self, device: torch.device, needed: int) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Mamba-1 kernels: selective scan (prefill), one-step state update (decode), causal conv1d (both).
 
 Public functions take the Triton path for CUDA tensors and the plain-PyTorch reference
-otherwise (`kernels._dispatch.use_triton`). Contract and shapes: see `naive.py`.
+otherwise (`kernels._dispatch.use_triton`). Contract and shapes: see `naive.py`. These are
+forward-only; training (gradients, dense batches) uses `train.py` (Triton forward + backward on CUDA).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Differentiable Mamba-1 scan and causal conv for training: dense [batch, T, dim] batches.
 
-The Triton paths are forward-only and the references in `naive.py` loop over each packed
+The serving Triton paths are forward-only and the references in `naive.py` loop over each packed
 sequence; training batches are equal-length (right-padded), so here every op is vectorised over
-batch x channels. The scan is a custom autograd function: forward and backward are each one
-fused multiply-add per time step (no autograd graph over T), saving only the decays and states.
+batch x channels. On CUDA the scan is `train_triton.py` (one fused kernel launch over T for the
+forward and one for the backward); elsewhere (and with ARCHROUTER_NO_TRITON=1) it is the custom
+autograd function below: forward and backward are each one fused multiply-add per time step (no
+autograd graph over T), saving only the decays and states.
 Same math as `selective_scan_ref` / `causal_conv1d_ref` (fp32 scan, result in x's dtype).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kernels._dispatch import use_triton
 from kernels.selective_scan.naive import _dt, _finish
 
 
@@ -51,10 +54,23 @@ def selective_scan_dense(
     h0: torch.Tensor,
     *,
     dt_softplus: bool = True,
+    impl: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x, dt, z [batch, T, dim]; B, C [batch, T, N]; h0 [batch, dim, N]. Returns (y, final state fp32)."""
+    """x, dt, z [batch, T, dim]; B, C [batch, T, N]; h0 [batch, dim, N]. Returns (y, final state fp32).
+
+    impl: "triton" (the fused kernels), "torch", or None: Triton for CUDA tensors (`use_triton`)."""
+    if impl is None:
+        impl = "triton" if use_triton(x, h0) else "torch"
     # fp32 throughout, also under bf16 autocast: exp(dt A) over many steps needs it (as the reference)
     with torch.autocast(x.device.type, enabled=False):
+        if impl == "triton":
+            from kernels.selective_scan.train_triton import selective_scan_triton
+
+            d = _dt(dt, dt_bias, dt_softplus)
+            y, last = selective_scan_triton(d, x, A, B, C, h0)
+            return _finish(y, x, D, z).to(x.dtype), last
+        if impl != "torch":
+            raise ValueError(f"impl must be 'triton', 'torch' or None, got {impl!r}")
         d = _dt(dt, dt_bias, dt_softplus).transpose(0, 1)  # [T, batch, dim]
         xs = x.float().transpose(0, 1)
         dA = torch.exp(d[..., None] * A.float())  # [T, batch, dim, N]

@@ -7,7 +7,8 @@ touches no state. Returns y shaped like v.
 
 CUDA tensors take Triton: the fused recurrent kernel when every sequence is one token (decode),
 the chunked kernel otherwise. CPU tensors and inputs that need gradients (the Triton kernels are
-forward-only) take the plain-PyTorch reference.
+forward-only) take the plain-PyTorch reference; training itself uses `train.py` (dense batches,
+Triton forward + backward kernels on CUDA).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Differentiable WKV-7 for training on equal-length [B, T, H, N] batches (`naive.py`'s math).
 
-The Triton kernels are forward-only. Autograd over the reference's per-step loop records a dozen
-ops per token; this custom autograd function runs the recurrence (forward) and its adjoint
+The serving Triton kernels are forward-only. On CUDA training takes `train_triton.py` (one fused
+launch over T for the forward and one for the backward). Elsewhere (and with ARCHROUTER_NO_TRITON=1):
+autograd over the reference's per-step loop would record a dozen ops per token, so this custom
+autograd function runs the recurrence (forward) and its adjoint
 (backward) as a few batched matmuls per step over batch x heads and does everything that does not
 depend on the step order (outputs, gradients of r, k, v, w, a, b) as single batched ops after the loop.
 
@@ -12,6 +14,8 @@ depend on the step order (outputs, gradients of r, k, v, w, a, b) as single batc
 from __future__ import annotations
 
 import torch
+
+from kernels._dispatch import use_triton
 
 
 class _WKV7(torch.autograd.Function):
@@ -64,12 +68,24 @@ def wkv7_dense(
     a: torch.Tensor,
     b: torch.Tensor,
     state: torch.Tensor,
+    *,
+    impl: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """r, w, k, v, a, b [B, T, H, N] (w the log decay); state [B, H, N_v, N_k] (read, not written).
 
-    Returns y [B, T, H, N] in v's dtype and the final state (fp32)."""
+    Returns y [B, T, H, N] in v's dtype and the final state (fp32). impl: "triton" (the fused
+    kernels), "torch", or None: Triton for CUDA tensors (`use_triton`)."""
     B, T, H, N = r.shape
+    if impl is None:
+        impl = "triton" if use_triton(r, state) else "torch"
+    if impl not in ("triton", "torch"):
+        raise ValueError(f"impl must be 'triton', 'torch' or None, got {impl!r}")
     with torch.autocast(r.device.type, enabled=False):
+        if impl == "triton":
+            from kernels.wkv7.train_triton import wkv7_triton
+
+            y, s1 = wkv7_triton(r, w, k, v, a, b, state)
+            return y.to(v.dtype), s1
         tm = [x.float().permute(1, 0, 2, 3).reshape(T, B * H, x.shape[-1]) for x in (r, w, k, v, a, b)]
         y, s1 = _WKV7.apply(*tm, state.float().reshape(B * H, *state.shape[2:]))
     return y.view(T, B, H, -1).transpose(0, 1).to(v.dtype), s1.view(state.shape)

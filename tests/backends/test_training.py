@@ -6,7 +6,19 @@ import pytest
 import torch
 
 from backends.families import load
-from backends.training import TrainConfig, build_model, encode, loss_fn, lr_at, make_optimizer, train, train_batch
+from backends.training import (
+    TrainConfig,
+    autocast,
+    build_model,
+    encode,
+    eval_items,
+    evaluate,
+    loss_fn,
+    lr_at,
+    make_optimizer,
+    train,
+    train_batch,
+)
 from evals.tasks import make_item
 
 
@@ -66,3 +78,56 @@ def test_recurrent_family_steps_lower_the_loss(family):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.3, losses  # from random init the answer-byte loss falls fast
+
+
+def _grads_and_loss(family: str, x: torch.Tensor, y: torch.Tensor, device: torch.device):
+    model = build_model(family, "tiny", 0, device).train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    logits, _ = model(x, None)  # no autocast: fp32 on both paths
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
+    loss.backward()
+    return loss.item(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", ["transformer", "mamba", "rwkv", "xlstm"])
+def test_cuda_training_step_matches_torch_paths(family, monkeypatch):
+    """On CUDA the training forward/backward takes the Triton training kernels (Mamba, RWKV-7); the loss
+    and every parameter gradient match ARCHROUTER_NO_TRITON=1 (all torch), fp32."""
+    cfg = TrainConfig(family=family, out="", batch_size=4, seq_len=128)
+    x, y = (t.cuda() for t in train_batch(cfg, 0))
+    device = torch.device("cuda")
+    monkeypatch.delenv("ARCHROUTER_NO_TRITON", raising=False)
+    loss, grads = _grads_and_loss(family, x, y, device)
+    monkeypatch.setenv("ARCHROUTER_NO_TRITON", "1")
+    loss_ref, grads_ref = _grads_and_loss(family, x, y, device)
+    assert abs(loss - loss_ref) <= 1e-4 * max(1.0, abs(loss_ref))
+    assert grads.keys() == grads_ref.keys()
+    for name, g in grads.items():
+        ref = grads_ref[name]
+        assert (g - ref).abs().max() <= 1e-3 * max(1e-3, float(ref.abs().max())), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", ["transformer", "mamba", "rwkv", "xlstm"])
+def test_cuda_eval_under_autocast_matches_references(family, monkeypatch):
+    """The periodic eval (no grad, bf16 autocast, fp32 weights) runs the serving Triton kernels on CUDA;
+    its logits match the references' (ARCHROUTER_NO_TRITON=1) up to bf16 rounding, and so do verdicts."""
+    device = torch.device("cuda")
+    model = build_model(family, "tiny", 0, device).train()
+    items = eval_items(2)
+    cfg = TrainConfig(family=family, out="", batch_size=8, seq_len=128)
+    x, _ = train_batch(cfg, 0)
+    monkeypatch.delenv("ARCHROUTER_NO_TRITON", raising=False)
+    with torch.no_grad(), autocast(device):
+        got, _ = model(x.to(device), None)
+    ev = evaluate(model, items, device)
+    monkeypatch.setenv("ARCHROUTER_NO_TRITON", "1")
+    with torch.no_grad(), autocast(device):
+        want, _ = model(x.to(device), None)
+    ev_ref = evaluate(model, items, device)
+    assert (got - want).abs().max() <= 2e-2 * max(1.0, float(want.abs().max()))
+    assert ev["items"] == ev_ref["items"] and ev["accuracy"] == ev_ref["accuracy"]

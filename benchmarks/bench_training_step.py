@@ -1,0 +1,151 @@
+"""Seconds per training step of each zoo family: forward + backward + clip + AdamW, as backends.training runs it.
+
+    python benchmarks/bench_training_step.py --out bench-out/training_step.json            # H100: ~1-2 min
+    python benchmarks/bench_training_step.py --compare-torch --out bench-out/ts.json        # + the torch paths
+    python benchmarks/bench_training_step.py --device cpu --batch-size 2 --steps 2 --warmup 1   # CPU smoke
+
+One fixed batch from the training stream (step 0), bf16 autocast on CUDA, the same model, optimizer and
+loss as `backends.training`. Each step is timed between device synchronisations; the median over
+--steps steps after --warmup steps (the first compiles the Triton kernels) is reported with tokens/s
+(batch x seq_len positions per step, padding included, as training counts them) and peak GPU memory.
+--compare-torch repeats each family with ARCHROUTER_NO_TRITON=1: the plain-PyTorch training paths.
+Batch building (Python, one core) is timed separately: training builds one batch per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from backends.training import (  # noqa: E402
+    TrainConfig,
+    build_model,
+    loss_fn,
+    make_optimizer,
+    n_params,
+    train_batch,
+)
+
+FAMILIES = ("transformer", "mamba", "rwkv", "xlstm")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_family(family: str, cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> dict:
+    model = build_model(family, cfg.preset, cfg.init_seed, device).train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = make_optimizer(model, cfg)
+    x, y = train_batch(cfg, 0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        loss = loss_fn(model, x, y, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    s = statistics.median(times)
+    row = {
+        "family": family,
+        "parameters": n_params(model),
+        "s_per_step": round(s, 5),
+        "min_s": round(min(times), 5),
+        "tokens_per_s": round(cfg.batch_size * cfg.seq_len / s),
+        "final_loss": round(loss.item(), 4),
+    }
+    if device.type == "cuda":
+        row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return row
+
+
+def time_batches(cfg: TrainConfig, n: int) -> float:
+    times = []
+    for step in range(1, n + 1):
+        t0 = time.perf_counter()
+        train_batch(cfg, step)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--preset", default="zoo")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps (median reported)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--compare-torch", action="store_true", help="also time with ARCHROUTER_NO_TRITON=1")
+    ap.add_argument("--out", default="", help="write the results as JSON here")
+    args = ap.parse_args()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as backends.training
+    cfg = TrainConfig(family="", out="", preset=args.preset, batch_size=args.batch_size, seq_len=args.seq_len)
+    runs = [("kernels", None)] + ([("torch", "1")] if args.compare_torch else [])
+    rows = []
+    for family in args.families.split(","):
+        for paths, flag in runs:
+            old = os.environ.pop("ARCHROUTER_NO_TRITON", None)
+            if flag:
+                os.environ["ARCHROUTER_NO_TRITON"] = flag
+            try:
+                row = {"paths": paths, **time_family(family, cfg, device, args.steps, args.warmup)}
+            except Exception as e:  # one family's failure (say, a kernel that does not compile) is reported, not fatal
+                row = {"paths": paths, "family": family, "error": f"{type(e).__name__}: {e}"}
+            finally:
+                os.environ.pop("ARCHROUTER_NO_TRITON", None)
+                if old is not None:
+                    os.environ["ARCHROUTER_NO_TRITON"] = old
+            rows.append(row)
+            if "error" in row:
+                print(f"{family:12s} {paths:8s} ERROR {row['error']}", flush=True)
+            else:
+                print(f"{family:12s} {paths:8s} {row['s_per_step']:.4f} s/step  {row['tokens_per_s']:>9,d} tok/s"
+                      + (f"  peak {row['peak_mem_gib']} GiB" if "peak_mem_gib" in row else ""), flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    batch_s = time_batches(cfg, 20)
+    print(f"batch building (Python, one core): {batch_s * 1e3:.2f} ms per {args.batch_size} x {args.seq_len} batch")
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "autocast": "bf16" if device.type == "cuda" else "off",
+        "batch_build_s": round(batch_s, 5),
+        "rows": rows,
+    }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if any("error" in r for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

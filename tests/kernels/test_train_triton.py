@@ -1,0 +1,107 @@
+"""The Triton training kernels (kernels/*/train_triton.py) against the torch training paths.
+
+Compiled on a CUDA device, run by the interpreter on CPU (tests/conftest.py sets TRITON_INTERPRET=1
+when there is no GPU). fp32, odd lengths, channel / row counts that leave a partial block, a random
+initial state: outputs, final states and every input gradient (of a random projection of both
+outputs, and of the outputs alone) must match `impl="torch"`, which test_train_paths.py checks
+against the plain references. Tolerance 1e-4 relative to each tensor's largest entry: both sides are
+fp32 and differ in summation order and exp2-vs-exp rounding.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton")
+
+from kernels.selective_scan.train import selective_scan_dense  # noqa: E402
+from kernels.wkv7.train import wkv7_dense  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, rel: float = 1e-4) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    err = float((got - want).detach().abs().max())
+    top = float(want.detach().abs().max())
+    assert err <= rel * max(1.0, top), (err, top)
+
+
+def _compare(fn, inputs: list[torch.Tensor], use_last: bool, rel: float = 1e-4) -> None:
+    """fn(impl) -> (y, last); same outputs and the same gradients of sum(y gy) (+ sum(last gl))."""
+    results = {}
+    for impl in ("torch", "triton"):
+        y, last = fn(impl)
+        gen = torch.Generator().manual_seed(7)  # the same upstream gradients for both (fresh, dense layout)
+        gy = torch.randn(y.shape, generator=gen).to(DEV)
+        gl = torch.randn(last.shape, generator=gen).to(DEV)
+        loss = (y * gy).sum() + ((last * gl).sum() if use_last else 0)
+        results[impl] = (y, last, *torch.autograd.grad(loss, inputs))
+    for got, want in zip(results["triton"], results["torch"], strict=True):
+        _close(got, want, rel)
+
+
+def _leaf(*shape: int, scale: float = 1.0) -> torch.Tensor:
+    return (torch.randn(*shape) * scale).to(DEV).requires_grad_()
+
+
+@pytest.mark.parametrize(("batch", "T", "dim", "N", "use_last"), [(2, 9, 40, 4, True), (3, 5, 24, 5, False)])
+def test_selective_scan_triton_matches_torch_path(batch, T, dim, N, use_last):
+    torch.manual_seed(0)
+    x, dt, z = _leaf(batch, T, dim), _leaf(batch, T, dim), _leaf(batch, T, dim)
+    A = (-torch.rand(dim, N) - 0.5).to(DEV).requires_grad_()
+    B, C, D, bias = _leaf(batch, T, N), _leaf(batch, T, N), _leaf(dim), _leaf(dim)
+    h0 = _leaf(batch, dim, N)
+    inputs = [x, dt, A, B, C, D, z, bias, h0]
+    _compare(lambda impl: selective_scan_dense(x, dt, A, B, C, D, z, bias, h0, impl=impl), inputs, use_last)
+
+
+@pytest.mark.parametrize(("B", "T", "H", "N", "use_last"), [(2, 9, 3, 20, True), (1, 6, 2, 16, False)])
+def test_wkv7_triton_matches_torch_path(B, T, H, N, use_last):
+    torch.manual_seed(1)
+    r, k, v = _leaf(B, T, H, N), _leaf(B, T, H, N), _leaf(B, T, H, N)
+    w = (-torch.rand(B, T, H, N) * 2).to(DEV).requires_grad_()  # log decays, as RWKV-7 makes them (<= 0)
+    kk = F.normalize(torch.randn(B, T, H, N), dim=-1).to(DEV)
+    a = (-kk).requires_grad_()
+    b = (kk * torch.rand(B, T, H, N).to(DEV)).requires_grad_()
+    s0 = _leaf(B, H, N, N)
+    inputs = [r, w, k, v, a, b, s0]
+    _compare(lambda impl: wkv7_dense(r, w, k, v, a, b, s0, impl=impl), inputs, use_last)
+
+
+def test_training_paths_take_triton_only_on_cuda():
+    """Without CUDA (or with ARCHROUTER_NO_TRITON=1) impl=None is the torch path: same results, same graph."""
+    from kernels._dispatch import use_triton
+
+    x = torch.zeros(1, device=DEV)
+    assert use_triton(x) == (DEV == "cuda")
+    with pytest.raises(ValueError, match="impl"):
+        wkv7_dense(*(torch.zeros(1, 2, 1, 4),) * 6, torch.zeros(1, 1, 4, 4), impl="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", ["mamba", "rwkv"])
+def test_zoo_shape_triton_matches_torch_path_on_gpu(family):
+    """The zoo's training shape (batch 64 x 256 tokens): compiled kernels vs the torch path, fp32.
+    The recurrences run 256 steps, so compare with a looser 1e-3 of each tensor's largest entry."""
+    torch.manual_seed(2)
+    if family == "mamba":
+        batch, T, dim, N = 64, 256, 512, 16
+        x, dt, z = _leaf(batch, T, dim), _leaf(batch, T, dim), _leaf(batch, T, dim)
+        A = (-torch.rand(dim, N) * 4 - 0.5).to(DEV).requires_grad_()
+        B, C, D, bias = _leaf(batch, T, N), _leaf(batch, T, N), _leaf(dim), _leaf(dim, scale=0.0)
+        h0 = _leaf(batch, dim, N)
+        inputs = [x, dt, A, B, C, D, z, bias, h0]
+        _compare(lambda impl: selective_scan_dense(x, dt, A, B, C, D, z, bias, h0, impl=impl), inputs, True, 1e-3)
+    else:
+        Bt, T, H, N = 64, 256, 4, 64
+        r, k, v = _leaf(Bt, T, H, N), _leaf(Bt, T, H, N), _leaf(Bt, T, H, N)
+        w = (-torch.rand(Bt, T, H, N) * 0.6).to(DEV).requires_grad_()
+        kk = F.normalize(torch.randn(Bt, T, H, N), dim=-1).to(DEV)
+        a = (-kk).requires_grad_()
+        b = (kk * torch.rand(Bt, T, H, N).to(DEV)).requires_grad_()
+        s0 = _leaf(Bt, H, N, N)
+        _compare(lambda impl: wkv7_dense(r, w, k, v, a, b, s0, impl=impl), [r, w, k, v, a, b, s0], True, 1e-3)
