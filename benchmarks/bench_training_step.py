@@ -9,6 +9,9 @@ loss as `backends.training`. Each step is timed between device synchronisations;
 --steps steps after --warmup steps (the first compiles the Triton kernels) is reported with tokens/s
 (batch x seq_len positions per step, padding included, as training counts them) and peak GPU memory.
 --compare-torch repeats each family with ARCHROUTER_NO_TRITON=1: the plain-PyTorch training paths.
+--tiles also times Mamba and RWKV-7 at other channel / value-row blocks of the training kernels
+(kernels/selective_scan/train_triton.BLOCK_D, kernels/wkv7/train_triton.BLOCK_V).
+--profile prints torch.profiler's top ops (device and host time) over 3 steps per family.
 Batch building (Python, one core) is timed separately: training builds one batch per step.
 """
 
@@ -35,8 +38,12 @@ from backends.training import (  # noqa: E402
     n_params,
     train_batch,
 )
+from kernels.selective_scan import train_triton as scan_train  # noqa: E402
+from kernels.wkv7 import train_triton as wkv7_train  # noqa: E402
 
 FAMILIES = ("transformer", "mamba", "rwkv", "xlstm")
+# family -> (module, block-size constant, values to try with --tiles)
+TILES = {"mamba": (scan_train, "BLOCK_D", (16, 32, 64)), "rwkv": (wkv7_train, "BLOCK_V", (16, 32, 64))}
 
 
 def _sync(device: torch.device) -> None:
@@ -44,7 +51,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_family(family: str, cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> dict:
+def time_family(family: str, cfg: TrainConfig, device: torch.device, steps: int, warmup: int,
+                profile: bool = False) -> dict:
     model = build_model(family, cfg.preset, cfg.init_seed, device).train()
     for p in model.parameters():
         p.requires_grad_(True)
@@ -52,18 +60,35 @@ def time_family(family: str, cfg: TrainConfig, device: torch.device, steps: int,
     x, y = train_batch(cfg, 0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for i in range(warmup + steps):
-        _sync(device)
-        t0 = time.perf_counter()
+
+    def step() -> torch.Tensor:
         loss = loss_fn(model, x, y, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        return loss
+
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        loss = step()
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch_profile(activities=acts) as prof:
+            for _ in range(3):
+                step()
+            _sync(device)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(f"--- profile: {family}, 3 steps, by {key}")
+        print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60), flush=True)
     s = statistics.median(times)
     row = {
         "family": family,
@@ -97,32 +122,43 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compare-torch", action="store_true", help="also time with ARCHROUTER_NO_TRITON=1")
+    ap.add_argument("--tiles", action="store_true", help="also sweep the training kernels' block sizes")
+    ap.add_argument("--profile", action="store_true", help="print the top ops of 3 profiled steps per family")
     ap.add_argument("--out", default="", help="write the results as JSON here")
     args = ap.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as backends.training
     cfg = TrainConfig(family="", out="", preset=args.preset, batch_size=args.batch_size, seq_len=args.seq_len)
-    runs = [("kernels", None)] + ([("torch", "1")] if args.compare_torch else [])
     rows = []
     for family in args.families.split(","):
-        for paths, flag in runs:
+        runs = [("kernels", None, None)] + ([("torch", "1", None)] if args.compare_torch else [])
+        if args.tiles and family in TILES:
+            module, name, values = TILES[family]
+            runs += [(f"kernels {name}={v}", None, v) for v in values if v != getattr(module, name)]
+        for paths, flag, tile in runs:
             old = os.environ.pop("ARCHROUTER_NO_TRITON", None)
             if flag:
                 os.environ["ARCHROUTER_NO_TRITON"] = flag
+            if tile is not None:
+                module, name, _ = TILES[family]
+                default, _ = getattr(module, name), setattr(module, name, tile)
             try:
-                row = {"paths": paths, **time_family(family, cfg, device, args.steps, args.warmup)}
+                profile = args.profile and paths == "kernels"
+                row = {"paths": paths, **time_family(family, cfg, device, args.steps, args.warmup, profile)}
             except Exception as e:  # one family's failure (say, a kernel that does not compile) is reported, not fatal
                 row = {"paths": paths, "family": family, "error": f"{type(e).__name__}: {e}"}
             finally:
                 os.environ.pop("ARCHROUTER_NO_TRITON", None)
                 if old is not None:
                     os.environ["ARCHROUTER_NO_TRITON"] = old
+                if tile is not None:
+                    setattr(module, name, default)
             rows.append(row)
             if "error" in row:
-                print(f"{family:12s} {paths:8s} ERROR {row['error']}", flush=True)
+                print(f"{family:12s} {paths:14s} ERROR {row['error']}", flush=True)
             else:
-                print(f"{family:12s} {paths:8s} {row['s_per_step']:.4f} s/step  {row['tokens_per_s']:>9,d} tok/s"
+                print(f"{family:12s} {paths:14s} {row['s_per_step']:.4f} s/step  {row['tokens_per_s']:>9,d} tok/s"
                       + (f"  peak {row['peak_mem_gib']} GiB" if "peak_mem_gib" in row else ""), flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
