@@ -135,9 +135,11 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
     decay = [p for p in params if p.ndim >= 2]  # matrices and embeddings; not norms, biases, decays
     rest = [p for p in params if p.ndim < 2]
+    # on CUDA the fused update: one launch for all parameters instead of a dozen per tensor group
+    fused = True if params and all(p.is_cuda for p in params) else None
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8,
+        lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=fused,
     )
 
 
