@@ -3,9 +3,9 @@
 The serving Triton paths are forward-only and the references in `naive.py` loop over each packed
 sequence; training batches are equal-length (right-padded), so here every op is vectorised over
 batch x channels. On CUDA the scan is `train_triton.py` (one fused kernel launch over T for the
-forward and one for the backward); elsewhere (and with ARCHROUTER_NO_TRITON=1) it is the custom
-autograd function below: forward and backward are each one fused multiply-add per time step (no
-autograd graph over T), saving only the decays and states.
+forward and one for the backward, softplus, D skip and gate included); elsewhere (and with
+ARCHROUTER_NO_TRITON=1) it is the custom autograd function below: forward and backward are each
+one fused multiply-add per time step (no autograd graph over T), saving only the decays and states.
 Same math as `selective_scan_ref` / `causal_conv1d_ref` (fp32 scan, result in x's dtype).
 """
 
@@ -66,9 +66,7 @@ def selective_scan_dense(
         if impl == "triton":
             from kernels.selective_scan.train_triton import selective_scan_triton
 
-            d = _dt(dt, dt_bias, dt_softplus)
-            y, last = selective_scan_triton(d, x, A, B, C, h0)
-            return _finish(y, x, D, z).to(x.dtype), last
+            return selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, h0, dt_softplus=dt_softplus)
         if impl != "torch":
             raise ValueError(f"impl must be 'triton', 'torch' or None, got {impl!r}")
         d = _dt(dt, dt_bias, dt_softplus).transpose(0, 1)  # [T, batch, dim]

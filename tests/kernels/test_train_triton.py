@@ -37,7 +37,7 @@ def _compare(fn, inputs: list[torch.Tensor], use_last: bool, rel: float = 1e-4) 
         gen = torch.Generator().manual_seed(7)  # the same upstream gradients for both (fresh, dense layout)
         gy = torch.randn(y.shape, generator=gen).to(DEV)
         gl = torch.randn(last.shape, generator=gen).to(DEV)
-        loss = (y * gy).sum() + ((last * gl).sum() if use_last else 0)
+        loss = (y.float() * gy).sum() + ((last * gl).sum() if use_last else 0)
         results[impl] = (y, last, *torch.autograd.grad(loss, inputs))
     for got, want in zip(results["triton"], results["torch"], strict=True):
         _close(got, want, rel)
@@ -49,13 +49,45 @@ def _leaf(*shape: int, scale: float = 1.0) -> torch.Tensor:
 
 @pytest.mark.parametrize(("batch", "T", "dim", "N", "use_last"), [(2, 9, 40, 4, True), (3, 5, 24, 5, False)])
 def test_selective_scan_triton_matches_torch_path(batch, T, dim, N, use_last):
+    """The model's call: D skip, z gate, dt bias + softplus; z, B and C are column slices of wider
+    projections (row-strided views, read in place by the kernels)."""
     torch.manual_seed(0)
-    x, dt, z = _leaf(batch, T, dim), _leaf(batch, T, dim), _leaf(batch, T, dim)
+    xz, x_dbl = _leaf(batch, T, 2 * dim), _leaf(batch, T, 3 + 2 * N)
+    x, dt = _leaf(batch, T, dim), _leaf(batch, T, dim)
     A = (-torch.rand(dim, N) - 0.5).to(DEV).requires_grad_()
-    B, C, D, bias = _leaf(batch, T, N), _leaf(batch, T, N), _leaf(dim), _leaf(dim)
-    h0 = _leaf(batch, dim, N)
-    inputs = [x, dt, A, B, C, D, z, bias, h0]
-    _compare(lambda impl: selective_scan_dense(x, dt, A, B, C, D, z, bias, h0, impl=impl), inputs, use_last)
+    D, bias, h0 = _leaf(dim), _leaf(dim), _leaf(batch, dim, N)
+    inputs = [xz, x_dbl, x, dt, A, D, bias, h0]
+
+    def run(impl):
+        z, B, C = xz[..., dim:], x_dbl[..., 3 : 3 + N], x_dbl[..., 3 + N :]
+        return selective_scan_dense(x, dt, A, B, C, D, z, bias, h0, impl=impl)
+
+    _compare(run, inputs, use_last)
+
+
+def test_selective_scan_triton_without_skip_gate_bias_softplus():
+    torch.manual_seed(3)
+    batch, T, dim, N = 1, 7, 8, 16
+    x, B, C, h0 = _leaf(batch, T, dim), _leaf(batch, T, N), _leaf(batch, T, N), _leaf(batch, dim, N)
+    dt = torch.rand(batch, T, dim).to(DEV).requires_grad_()  # used as the step itself: positive
+    A = (-torch.rand(dim, N) - 0.5).to(DEV).requires_grad_()
+    inputs = [x, dt, A, B, C, h0]
+    _compare(lambda impl: selective_scan_dense(x, dt, A, B, C, None, None, None, h0, dt_softplus=False, impl=impl),
+             inputs, True)
+
+
+def test_selective_scan_triton_bf16_inputs():
+    """Under autocast the projections are bf16: the kernels read them in place (fp32 math) and return
+    y and the input gradients in bf16, as the torch path does; within a bf16 rounding of each other."""
+    torch.manual_seed(4)
+    batch, T, dim, N = 2, 9, 40, 4
+    bf = [_leaf(batch, T, dim).detach().bfloat16().requires_grad_() for _ in range(3)]
+    B, C = (_leaf(batch, T, N).detach().bfloat16().requires_grad_() for _ in range(2))
+    A = (-torch.rand(dim, N) - 0.5).to(DEV).requires_grad_()
+    D, bias, h0 = _leaf(dim), _leaf(dim), _leaf(batch, dim, N)
+    x, dt, z = bf
+    inputs = [x, dt, z, A, B, C, D, bias, h0]
+    _compare(lambda impl: selective_scan_dense(x, dt, A, B, C, D, z, bias, h0, impl=impl), inputs, True, 2e-2)
 
 
 @pytest.mark.parametrize(("B", "T", "H", "N", "use_last"), [(2, 9, 3, 20, True), (1, 6, 2, 16, False)])
