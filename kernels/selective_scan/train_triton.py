@@ -169,10 +169,10 @@ def _scan_bwd_kernel(
 
 def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     """t [batch, T, n] as rows b*T + t at a uniform stride with unit stride inside (a view if it already is)."""
-    batch, T, n = t.shape
-    if t.stride(2) != 1 or (batch > 1 and t.stride(0) != T * t.stride(1)):
+    batch, T, _ = t.shape
+    if t.stride(2) != 1 or (batch > 1 and T > 1 and t.stride(0) != T * t.stride(1)):
         t = t.contiguous()
-    return t, (t.stride(1) if T > 1 else n)
+    return t, (t.stride(1) if T > 1 else t.stride(0))
 
 
 class SelectiveScanTriton(torch.autograd.Function):
