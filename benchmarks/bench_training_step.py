@@ -9,8 +9,8 @@ loss as `backends.training`. Each step is timed between device synchronisations;
 --steps steps after --warmup steps (the first compiles the Triton kernels) is reported with tokens/s
 (batch x seq_len positions per step, padding included, as training counts them) and peak GPU memory.
 --compare-torch repeats each family with ARCHROUTER_NO_TRITON=1: the plain-PyTorch training paths.
---tiles also times Mamba and RWKV-7 at other channel / value-row blocks of the training kernels
-(kernels/selective_scan/train_triton.BLOCK_D, kernels/wkv7/train_triton.BLOCK_V).
+--tiles also times Mamba and RWKV-7 at other channel / value-row blocks and warp counts of the training
+kernels (kernels/selective_scan/train_triton.BLOCK_D, kernels/wkv7/train_triton.BLOCK_V, NUM_WARPS).
 --profile prints torch.profiler's top ops (device and host time) over 3 steps per family.
 Batch building (Python, one core) is timed separately: training builds one batch per step.
 """
@@ -42,8 +42,11 @@ from kernels.selective_scan import train_triton as scan_train  # noqa: E402
 from kernels.wkv7 import train_triton as wkv7_train  # noqa: E402
 
 FAMILIES = ("transformer", "mamba", "rwkv", "xlstm")
-# family -> (module, block-size constant, values to try with --tiles)
-TILES = {"mamba": (scan_train, "BLOCK_D", (16, 32, 64)), "rwkv": (wkv7_train, "BLOCK_V", (16, 32, 64))}
+# family -> (module, block-size constant, (block, num_warps) pairs to try with --tiles)
+TILES = {
+    "mamba": (scan_train, "BLOCK_D", ((16, 1), (16, 2), (32, 2), (32, 4), (64, 4))),
+    "rwkv": (wkv7_train, "BLOCK_V", ((8, 1), (8, 2), (16, 2), (16, 4), (32, 8))),
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -135,14 +138,17 @@ def main() -> None:
         runs = [("kernels", None, None)] + ([("torch", "1", None)] if args.compare_torch else [])
         if args.tiles and family in TILES:
             module, name, values = TILES[family]
-            runs += [(f"kernels {name}={v}", None, v) for v in values if v != getattr(module, name)]
+            current = (getattr(module, name), module.NUM_WARPS)
+            runs += [(f"kernels {name}={b},warps={w}", None, (b, w)) for b, w in values if (b, w) != current]
         for paths, flag, tile in runs:
             old = os.environ.pop("ARCHROUTER_NO_TRITON", None)
             if flag:
                 os.environ["ARCHROUTER_NO_TRITON"] = flag
             if tile is not None:
                 module, name, _ = TILES[family]
-                default, _ = getattr(module, name), setattr(module, name, tile)
+                default = (getattr(module, name), module.NUM_WARPS)
+                setattr(module, name, tile[0])
+                module.NUM_WARPS = tile[1]
             try:
                 profile = args.profile and paths == "kernels"
                 row = {"paths": paths, **time_family(family, cfg, device, args.steps, args.warmup, profile)}
@@ -153,12 +159,13 @@ def main() -> None:
                 if old is not None:
                     os.environ["ARCHROUTER_NO_TRITON"] = old
                 if tile is not None:
-                    setattr(module, name, default)
+                    setattr(module, name, default[0])
+                    module.NUM_WARPS = default[1]
             rows.append(row)
             if "error" in row:
-                print(f"{family:12s} {paths:14s} ERROR {row['error']}", flush=True)
+                print(f"{family:12s} {paths:26s} ERROR {row['error']}", flush=True)
             else:
-                print(f"{family:12s} {paths:14s} {row['s_per_step']:.4f} s/step  {row['tokens_per_s']:>9,d} tok/s"
+                print(f"{family:12s} {paths:26s} {row['s_per_step']:.4f} s/step  {row['tokens_per_s']:>9,d} tok/s"
                       + (f"  peak {row['peak_mem_gib']} GiB" if "peak_mem_gib" in row else ""), flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()

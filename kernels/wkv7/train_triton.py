@@ -22,8 +22,12 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK_V = 16  # 4 row blocks per head of 64: 1024 programs at the zoo shape (batch 64, 4 heads)
-NUM_WARPS = 4
+# 4 row blocks per head of 64: 1024 programs at the zoo shape (batch 64, 4 heads). With 2 warps the
+# compiled sm_90 kernels take 128 (forward) and 219 (backward) registers a thread, no spills: the
+# forward's programs all fit on an H100 at once, the backward's in two waves (4 warps: 2 and 3).
+# benchmarks/bench_training_step.py --tiles times the alternatives.
+BLOCK_V = 16
+NUM_WARPS = 2
 
 
 @triton.jit

@@ -137,3 +137,15 @@ def test_zoo_shape_triton_matches_torch_path_on_gpu(family):
         b = (kk * torch.rand(Bt, T, H, N).to(DEV)).requires_grad_()
         s0 = _leaf(Bt, H, N, N)
         _compare(lambda impl: wkv7_dense(r, w, k, v, a, b, s0, impl=impl), [r, w, k, v, a, b, s0], True, 1e-3)
+
+
+@pytest.mark.parametrize("block", [8, 64])
+def test_other_block_sizes_match(block, monkeypatch):
+    """The block sizes bench_training_step.py --tiles sweeps give the same results (more / fewer partial sums)."""
+    from kernels.selective_scan import train_triton as scan
+    from kernels.wkv7 import train_triton as wkv
+
+    monkeypatch.setattr(scan, "BLOCK_D", block)
+    monkeypatch.setattr(wkv, "BLOCK_V", block)
+    test_selective_scan_triton_matches_torch_path(2, 5, 24, 4, True)
+    test_wkv7_triton_matches_torch_path(1, 5, 2, 16, True)
