@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import shlex
 import sys
@@ -189,6 +190,24 @@ def evaluate(model: torch.nn.Module, items: list[Item], device: torch.device, ba
     }
 
 
+def evaluate_guarded(model: torch.nn.Module, items: list[Item], device: torch.device) -> dict[str, Any]:
+    """`evaluate`, which on CUDA runs the serving Triton kernels; should they fail, the references
+    (ARCHROUTER_NO_TRITON=1) evaluate instead, so a long run is never lost before its checkpoint is
+    written. The result says which paths ran ("paths")."""
+    try:
+        return {**evaluate(model, items, device), "paths": "kernels" if device.type == "cuda" else "torch"}
+    except Exception as e:  # reported on stderr and in the record, not swallowed
+        if device.type != "cuda" or os.environ.get("ARCHROUTER_NO_TRITON") == "1":
+            raise
+        print(f"eval on the Triton kernels failed ({type(e).__name__}: {e}); evaluating on the references",
+              file=sys.stderr)  # fmt: skip
+        os.environ["ARCHROUTER_NO_TRITON"] = "1"
+        try:
+            return {**evaluate(model, items, device), "paths": f"references ({type(e).__name__}: {e})"[:300]}
+        finally:
+            del os.environ["ARCHROUTER_NO_TRITON"]
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -262,7 +281,7 @@ def train(cfg: TrainConfig, command: str = "") -> dict[str, Any]:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1][1] if losses else loss.item():.3f}", refresh=False)
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            ev = evaluate(model, held_out, device)
+            ev = evaluate_guarded(model, held_out, device)
             evals.append({"step": step + 1, **ev})
             if bar is not None:
                 bar.write(f"{cfg.family} step {step + 1}: loss {losses[-1][1]:.3f} acc {ev['accuracy']:.3f}")
@@ -272,7 +291,7 @@ def train(cfg: TrainConfig, command: str = "") -> dict[str, Any]:
         losses.append([step, sum(window) / len(window)])
     if bar is not None:
         bar.close()
-    final = evaluate(model, held_out, device)
+    final = evaluate_guarded(model, held_out, device)
     evals.append({"step": step, **final})
     wall = prior_wall + time.perf_counter() - t0
     record = {

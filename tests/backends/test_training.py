@@ -13,6 +13,7 @@ from backends.training import (
     encode,
     eval_items,
     evaluate,
+    evaluate_guarded,
     loss_fn,
     lr_at,
     make_optimizer,
@@ -124,7 +125,8 @@ def test_cuda_eval_under_autocast_matches_references(family, monkeypatch):
     monkeypatch.delenv("ARCHROUTER_NO_TRITON", raising=False)
     with torch.no_grad(), autocast(device):
         got, _ = model(x.to(device), None)
-    ev = evaluate(model, items, device)
+    ev = evaluate_guarded(model, items, device)
+    assert ev["paths"] == "kernels"  # no fallback to the references was needed
     monkeypatch.setenv("ARCHROUTER_NO_TRITON", "1")
     with torch.no_grad(), autocast(device):
         want, _ = model(x.to(device), None)
