@@ -100,6 +100,8 @@ def test_cuda_training_step_matches_torch_paths(family, monkeypatch):
     cfg = TrainConfig(family=family, out="", batch_size=4, seq_len=128)
     x, y = (t.cuda() for t in train_batch(cfg, 0))
     device = torch.device("cuda")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # train() turns it on in this process
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.delenv("ARCHROUTER_NO_TRITON", raising=False)
     loss, grads = _grads_and_loss(family, x, y, device)
     monkeypatch.setenv("ARCHROUTER_NO_TRITON", "1")
