@@ -116,9 +116,10 @@ def test_training_paths_take_triton_only_on_cuda():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("family", ["mamba", "rwkv"])
-def test_zoo_shape_triton_matches_torch_path_on_gpu(family):
+def test_zoo_shape_triton_matches_torch_path_on_gpu(family, monkeypatch):
     """The zoo's training shape (batch 64 x 256 tokens): compiled kernels vs the torch path, fp32.
     The recurrences run 256 steps, so compare with a looser 1e-3 of each tensor's largest entry."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # the torch path's bmm / einsum
     torch.manual_seed(2)
     if family == "mamba":
         batch, T, dim, N = 64, 256, 512, 16
