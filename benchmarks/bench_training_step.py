@@ -8,7 +8,8 @@ One fixed batch from the training stream (step 0), bf16 autocast on CUDA, the sa
 loss as `backends.training`. Each step is timed between device synchronisations; the median over
 --steps steps after --warmup steps (the first compiles the Triton kernels) is reported with tokens/s
 (batch x seq_len positions per step, padding included, as training counts them) and peak GPU memory.
---compare-torch repeats each family with ARCHROUTER_NO_TRITON=1: the plain-PyTorch training paths.
+--compare-torch repeats each family with ARCHROUTER_NO_TRITON=1: the plain-PyTorch training paths
+(on CPU both runs take those; each row's "triton_training_kernels" says which ran).
 --tiles also times Mamba and RWKV-7 at other channel / value-row blocks and warp counts of the training
 kernels (kernels/selective_scan/train_triton.BLOCK_D, kernels/wkv7/train_triton.BLOCK_V, NUM_WARPS).
 --profile prints torch.profiler's top ops (device and host time) over 3 steps per family.
@@ -38,6 +39,7 @@ from backends.training import (  # noqa: E402
     n_params,
     train_batch,
 )
+from kernels._dispatch import use_triton  # noqa: E402
 from kernels.selective_scan import train_triton as scan_train  # noqa: E402
 from kernels.wkv7 import train_triton as wkv7_train  # noqa: E402
 
@@ -151,7 +153,8 @@ def main() -> None:
                 module.NUM_WARPS = tile[1]
             try:
                 profile = args.profile and paths == "kernels"
-                row = {"paths": paths, **time_family(family, cfg, device, args.steps, args.warmup, profile)}
+                row = {"paths": paths, "triton_training_kernels": use_triton(torch.empty(0, device=device)),
+                       **time_family(family, cfg, device, args.steps, args.warmup, profile)}
             except Exception as e:  # one family's failure (say, a kernel that does not compile) is reported, not fatal
                 row = {"paths": paths, "family": family, "error": f"{type(e).__name__}: {e}"}
             finally:
