@@ -22,6 +22,13 @@ from kernels.wkv7.train import wkv7_dense  # noqa: E402
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture(autouse=True)
+def _fp32_matmuls(monkeypatch):
+    """The torch path's bmm / einsum in full fp32 on a GPU (backends.training turns TF32 on process-wide)."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
 def _close(got: torch.Tensor, want: torch.Tensor, rel: float = 1e-4) -> None:
     assert got.shape == want.shape and got.dtype == want.dtype
     err = float((got - want).detach().abs().max())
@@ -116,10 +123,9 @@ def test_training_paths_take_triton_only_on_cuda():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("family", ["mamba", "rwkv"])
-def test_zoo_shape_triton_matches_torch_path_on_gpu(family, monkeypatch):
+def test_zoo_shape_triton_matches_torch_path_on_gpu(family):
     """The zoo's training shape (batch 64 x 256 tokens): compiled kernels vs the torch path, fp32.
     The recurrences run 256 steps, so compare with a looser 1e-3 of each tensor's largest entry."""
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # the torch path's bmm / einsum
     torch.manual_seed(2)
     if family == "mamba":
         batch, T, dim, N = 64, 256, 512, 16
