@@ -100,12 +100,13 @@ def test_cuda_training_step_matches_torch_paths(family, monkeypatch):
     cfg = TrainConfig(family=family, out="", batch_size=4, seq_len=128)
     x, y = (t.cuda() for t in train_batch(cfg, 0))
     device = torch.device("cuda")
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # train() turns it on in this process
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    old_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # train() turns them on
     monkeypatch.delenv("ARCHROUTER_NO_TRITON", raising=False)
     loss, grads = _grads_and_loss(family, x, y, device)
     monkeypatch.setenv("ARCHROUTER_NO_TRITON", "1")
     loss_ref, grads_ref = _grads_and_loss(family, x, y, device)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old_tf32
     assert abs(loss - loss_ref) <= 1e-4 * max(1.0, abs(loss_ref))
     assert grads.keys() == grads_ref.keys()
     for name, g in grads.items():

@@ -23,10 +23,12 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(autouse=True)
-def _fp32_matmuls(monkeypatch):
+def _fp32_matmuls():
     """The torch path's bmm / einsum in full fp32 on a GPU (backends.training turns TF32 on process-wide)."""
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def _close(got: torch.Tensor, want: torch.Tensor, rel: float = 1e-4) -> None:
