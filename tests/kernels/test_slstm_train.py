@@ -77,6 +77,16 @@ def test_large_preactivations_exercise_the_stabiliser():
     _check(inputs)
 
 
+def test_stabiliser_ties_split_the_gradient():
+    """m_{t-1} + logsigmoid(f) == i exactly (f = 100: logsigmoid rounds to 0 next to m): torch.maximum's
+    backward gives each side half, and the kernel must too."""
+    x, R, b, h, c, n, m = (t.detach() for t in _inputs(2, 3, 2, 16, seed=8))
+    R.zero_(), b.zero_()
+    x[:, :, 1] = 100.0
+    m.copy_(x[:, 0, 0])  # a tie at every lane of step 0
+    _check([t.requires_grad_() for t in (x, R, b, h, c, n, m)])
+
+
 def test_fresh_state():
     """h = c = n = 0, m = -inf at the start (what training starts from): finite outputs, no NaN grads."""
     _check(_inputs(2, 13, 2, 16, fresh=True, seed=3))
