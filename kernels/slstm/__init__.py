@@ -2,6 +2,8 @@
 
 `slstm_scan` / `slstm_step` take the Triton path for CUDA tensors and the PyTorch reference
 otherwise; states live in a preallocated pool indexed by `slots`. Layout and math: `kernels.slstm.naive`.
+Training (differentiable, dense batches): `kernels.slstm.train.slstm_scan_dense`, which takes the
+Triton forward + backward pair in `kernels.slstm.fused_train` for CUDA tensors.
 """
 
 from __future__ import annotations

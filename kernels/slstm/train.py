@@ -1,19 +1,54 @@
 """Differentiable sLSTM for training: `slstm_scan_naive`'s recurrence on dense [batch, T] batches.
 
-The Triton kernel is forward-only and the reference loops over each packed sequence; here one loop
-over T is vectorised over batch x heads (the recurrent matmul is one batched matmul per step, the
-input projections and bias are added once up front) and autograd differentiates it. The cell is
-the reference's own `slstm_cell_naive`; fp32 inside, also under bf16 autocast.
+`slstm_scan_dense` takes `kernels.slstm.fused_train` (a Triton forward and backward, one launch
+each) for CUDA tensors and `slstm_scan_dense_torch` otherwise. The choice does not look at
+ARCHROUTER_NO_TRITON (training sets it to keep the forward-only kernels out of the differentiable
+path); ARCHROUTER_SLSTM_TRAIN=torch|triton forces one (triton on CPU runs in the interpreter).
+
+The torch path: one loop over T vectorised over batch x heads (the recurrent matmul is one batched
+matmul per step, the input projections and bias are added once up front), differentiated by
+autograd. The cell is the reference's own `slstm_cell_naive`; fp32 inside, also under bf16 autocast.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from kernels._dispatch import triton_installed
 from kernels.slstm.naive import slstm_cell_naive
 
 
+def slstm_train_backend(x: torch.Tensor) -> str:
+    """'triton' or 'torch' for a training call on x (see the module docstring)."""
+    forced = os.environ.get("ARCHROUTER_SLSTM_TRAIN", "")
+    if forced in ("torch", "triton"):
+        return forced
+    if forced:
+        raise ValueError(f"ARCHROUTER_SLSTM_TRAIN={forced!r}: expected 'torch' or 'triton'")
+    return "triton" if x.is_cuda and triton_installed() else "torch"
+
+
 def slstm_scan_dense(
+    x: torch.Tensor,
+    R: torch.Tensor,
+    b: torch.Tensor,
+    h: torch.Tensor,
+    c: torch.Tensor,
+    n: torch.Tensor,
+    m: torch.Tensor,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """x (B, T, 4, NH, D) gate pre-activations; R (NH, 4, D_out, D_in); b (4, NH, D); initial state
+    h, c, n, m (B, NH, D). Returns y (B, T, NH, D) in x's dtype and the final (h, c, n, m) in fp32."""
+    if slstm_train_backend(x) == "triton":
+        from kernels.slstm.fused_train import slstm_scan_dense_triton
+
+        return slstm_scan_dense_triton(x, R, b, h, c, n, m)
+    return slstm_scan_dense_torch(x, R, b, h, c, n, m)
+
+
+def slstm_scan_dense_torch(
     x: torch.Tensor,
     R: torch.Tensor,
     b: torch.Tensor,
