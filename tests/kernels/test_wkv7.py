@@ -19,7 +19,7 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 # the chunked kernel's matmuls run in tf32 (2^-11) and its scratch is bf16 (2^-8): 2e-2.
 TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
 # final states, as a fraction of their largest magnitude: fp32 1e-4; bf16 inputs take bf16 scratch
-# between the chunked kernels (each intermediate rounded to 2^-8, several summed per entry): 2e-2
+# between the chunked passes (each intermediate rounded to 2^-8, several summed per entry): 2e-2
 STATE_TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
 
 
@@ -76,7 +76,7 @@ def test_chunk_matches_reference_with_state_in_and_out(dtype, chunk, gen):
 @pytest.mark.parametrize("scratch", [torch.bfloat16, torch.float32])
 def test_chunk_scratch_dtypes(scratch, gen):
     """bf16 inputs; intermediates stored in bf16 (the default for 16-bit inputs) or fp32 between
-    the two kernels. bf16: each rounded to 2^-8 relative, with
+    the three passes (Y0 stays fp32). bf16: each rounded to 2^-8 relative, with
     sums of several such terms per output; the state and arithmetic stay fp32 -> max error within
     2e-2 of the outputs' (and states') largest magnitude."""
     B, T, H, N = 2, 45, 2, 32
