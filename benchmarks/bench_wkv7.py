@@ -3,8 +3,11 @@ fused_recurrent_rwkv7, side by side in one process; then end-to-end decode of a 
 
     python benchmarks/bench_wkv7.py            # H100: ~3-4 minutes
     python benchmarks/bench_wkv7.py --smoke    # CPU, TRITON_INTERPRET=1, tiny shapes, fla skipped
+    python benchmarks/bench_wkv7.py --only prefill --budget-s 480 --out $OUT   # the 6 prefill shapes
+    python benchmarks/bench_wkv7.py --only prefill --shapes 1x16384x4096 --chunks 64
 
-Writes results.json and table.txt under $OUT (default ./bench-out) and prints the table last.
+Writes results.json and table.txt under --out (default $OUT, else ./bench-out), rewritten after every
+prefill shape (a run cut short keeps what it measured), and prints the table last.
 fla (fla-core) is optional: without it the fla columns say why.
 
 Prefill: bf16 inputs, fp32 state in and out, heads of 64. Decode: one token per sequence, bf16
@@ -135,7 +138,8 @@ def bench_copy(timer: Timer, device) -> float | None:
     return 2 * (1 << 30) / (ms * 1e-3) / 1e12
 
 
-def bench_prefill(cases, timer, device, fla_chunk, fla_why, deadline, smoke):
+def bench_prefill(cases, timer, device, fla_chunk, fla_why, deadline, smoke, chunks=(16, 32, 64), bf16mm=False,
+                  on_row=None):
     rows = []
     dtype = torch.bfloat16
     for B, T, width in cases:
@@ -153,7 +157,7 @@ def bench_prefill(cases, timer, device, fla_chunk, fla_why, deadline, smoke):
             ref_pool = s0[:1].clone()
             y_ref = naive_wkv7(*(t[:1] for t in x), ref_pool)
             best = None
-            for C in (16, 32, 64):
+            for C in chunks:
                 pool = s0.clone()
                 y = chunk_wkv7(*x, pool, chunk_size=C)
                 err = rel_err(y[:1], y_ref)
@@ -164,7 +168,13 @@ def bench_prefill(cases, timer, device, fla_chunk, fla_why, deadline, smoke):
                 if best is None or ms < best[1]:
                     best = (C, ms, err, serr)
             row["ours_chunk"], row["ours_ms"], row["ours_err"], row["ours_state_err"] = best
-            row["default_chunk"] = default_chunk_size(B * H)  # what wkv7() takes without chunk_size
+            if bf16mm:  # bf16 matmul operands at C = 64: faster tensor cores, larger error (chunk.py)
+                pool = s0.clone()
+                y = chunk_wkv7(*x, pool, chunk_size=64, bf16_matmuls=True)
+                row["bf16mm_err"], row["bf16mm_state_err"] = rel_err(y[:1], y_ref), rel_err(pool[:1], ref_pool)
+                row["bf16mm_ms"] = timer(lambda pool=pool, x=x: chunk_wkv7(*x, pool, chunk_size=64,
+                                                                             bf16_matmuls=True))
+            row["default_chunk"] = default_chunk_size(T)  # what wkv7() takes without chunk_size
             row["default_ms"] = row.get(f"ours_c{row['default_chunk']}_ms")
             row["ours_ok"] = best[2] <= REL_TOL and best[3] <= REL_TOL
             row["ours_mtok_s"] = B * T / (best[1] * 1e-3) / 1e6
@@ -202,6 +212,8 @@ def bench_prefill(cases, timer, device, fla_chunk, fla_why, deadline, smoke):
             traceback.print_exc()
         rows.append(row)
         print("prefill", json.dumps(row), flush=True)
+        if on_row is not None:
+            on_row(rows)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -398,10 +410,13 @@ def table(res) -> str:
              f"# command: {res['env']['command']}",
              f"# device copy measured: {fmt(res.get('copy_tbs'), '.2f')} TB/s", "",
              "## prefill (bf16 in, fp32 state; ratio = fla_best_ms / ours_ms, >1 means ours faster; "
-             "C = best chunk size; def = at the chunk size wkv7() picks by default)",
-             f"{'B':>3} {'T':>6} {'width':>5} | {'ours ms':>8} {'C':>3} {'Mtok/s':>7} {'err':>8} | "
+             "C = best chunk size; def = at the chunk size wkv7() picks by default; err / serr = output / final "
+             "state vs the reference, relative to max, ok = both <= 1e-2; c16..c64 = ours per chunk size; "
+             "bf16mm = ours with bf16 matmul operands at C 64)",
+             f"{'B':>3} {'T':>6} {'width':>5} | {'ours ms':>8} {'C':>3} {'Mtok/s':>7} {'err':>8} {'serr':>8} "
+             f"{'ok':>3} | {'c16':>6} {'c32':>6} {'c64':>6} | "
              f"{'def C':>5} {'def ratio':>9} | {'fla ms':>8} {'fla_lb ms':>9} {'fla err':>8} | {'ratio':>6} | "
-             f"{'ref ms':>8}"]
+             f"{'bf16mm':>6} {'err':>8} | {'ref ms':>8}"]
     for r in res["prefill"]:
         if "skipped" in r or "error" in r:
             why = r.get("skipped") or r.get("error")
@@ -409,11 +424,14 @@ def table(res) -> str:
             continue
         lines.append(
             f"{r['batch']:>3} {r['length']:>6} {r['width']:>5} | {fmt(r['ours_ms']):>8} {r['ours_chunk']:>3} "
-            f"{fmt(r['ours_mtok_s'], '.2f'):>7} {fmt(r['ours_err'], '.1e'):>8} | "
+            f"{fmt(r['ours_mtok_s'], '.2f'):>7} {fmt(r['ours_err'], '.1e'):>8} "
+            f"{fmt(r.get('ours_state_err'), '.1e'):>8} {'yes' if r.get('ours_ok') else 'NO':>3} | "
+            f"{fmt(r.get('ours_c16_ms')):>6} {fmt(r.get('ours_c32_ms')):>6} {fmt(r.get('ours_c64_ms')):>6} | "
             f"{r.get('default_chunk'):>5} {fmt(r.get('ratio_default_over_fla'), '.2f'):>9} | "
             f"{fmt(r.get('fla_ms')):>8} "
             f"{fmt(r.get('fla_lb_ms')):>9} {fmt(r.get('fla_lb_err', r.get('fla_err')), '.1e'):>8} | "
-            f"{fmt(r.get('ratio_ours_over_fla'), '.2f'):>6} | {fmt(r.get('ref_ms'), '.1f'):>8}")
+            f"{fmt(r.get('ratio_ours_over_fla'), '.2f'):>6} | {fmt(r.get('bf16mm_ms')):>6} "
+            f"{fmt(r.get('bf16mm_err'), '.1e'):>8} | {fmt(r.get('ref_ms'), '.1f'):>8}")
     v = res.get("varlen") or {}
     if v:
         lines += ["", f"## varlen prefill: {len(v['lens'])} sequences, {v['tokens']} tokens, "
@@ -454,16 +472,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under TRITON_INTERPRET=1")
     ap.add_argument("--budget-s", type=float, default=200.0,
-                    help="cases starting later than this are skipped (prefill gets half, decode a fifth)")
+                    help="cases starting later than this are skipped (prefill 70%%, decode and e2e 15%% each; "
+                         "the sections run get all of it between them)")
     ap.add_argument("--fla-varlen", action="store_true", help="also fla on the varlen case (slow first use)")
     ap.add_argument("--fla-default", action="store_true", help="also fla's default chunk path (slow first use)")
     ap.add_argument("--only", default=None, help="comma-separated sections: prefill,decode,e2e")
+    ap.add_argument("--shapes", default=None,
+                    help="prefill shapes to run, comma-separated BxTxWIDTH (e.g. 1x16384x4096); default all")
+    ap.add_argument("--chunks", default="16,32,64", help="chunk sizes of ours to time at each prefill shape")
+    ap.add_argument("--bf16mm", action="store_true", help="also ours with bf16 matmul operands at C = 64")
+    ap.add_argument("--out", default=None, help="output folder (default $OUT, else ./bench-out)")
     args = ap.parse_args()
     t_start = time.time()
-    # each section gets a share of the budget, so a slow one cannot starve the next
-    deadline = {"prefill": t_start + 0.7 * args.budget_s, "decode": t_start + 0.85 * args.budget_s,
-                "e2e": t_start + args.budget_s}
-    out = Path(os.environ.get("OUT", "./bench-out"))
+    sections = ["prefill", "decode", "e2e"] if args.only is None else args.only.split(",")
+    # each section gets a share of the budget, so a slow one cannot starve the next; a section run
+    # alone gets all of it
+    share = {"prefill": 0.7, "decode": 0.15, "e2e": 0.15}
+    total = sum(share[s] for s in sections if s in share) or 1.0
+    deadline, acc = {}, 0.0
+    for sec in ("prefill", "decode", "e2e"):
+        acc += share[sec] / total if sec in sections else 0.0
+        deadline[sec] = t_start + acc * args.budget_s
+    out = Path(args.out or os.environ.get("OUT", "./bench-out"))
     out.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available() and not args.smoke
     device = torch.device("cuda" if cuda else "cpu")
@@ -487,15 +517,31 @@ def main() -> None:
     res.update(prefill=[], decode=[], e2e=[])
 
     def want(section: str) -> bool:
-        return args.only is None or section in args.only.split(",")
+        return section in sections
 
-    def save() -> None:  # after every section: a crash later still leaves what was measured
+    def save() -> None:  # after every shape and section: a crash or a cut later leaves what was measured
         (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+        try:
+            (out / "table.txt").write_text(table(res) + f"\n\n# partial: {time.time() - t_start:.0f} s in\n")
+        except Exception:  # a half-filled row must not lose the JSON
+            traceback.print_exc()
+
+    def on_prefill_row(rows) -> None:
+        res["prefill"] = rows
+        save()
 
     res["copy_tbs"] = bench_copy(timer, device)
     if want("prefill"):
-        res["prefill"] = bench_prefill(SMOKE_PREFILL if args.smoke else PREFILL, timer, device, fla_chunk,
-                                       fla_why, deadline["prefill"], args.smoke)
+        cases = SMOKE_PREFILL if args.smoke else PREFILL
+        if args.shapes:
+            wanted = [tuple(int(n) for n in s.lower().split("x")) for s in args.shapes.split(",")]
+            unknown = [s for s in wanted if s not in cases]
+            if unknown:
+                ap.error(f"--shapes {unknown} not among {cases}")
+            cases = [c for c in cases if c in wanted]
+        chunks = tuple(int(c) for c in args.chunks.split(","))
+        res["prefill"] = bench_prefill(cases, timer, device, fla_chunk, fla_why, deadline["prefill"], args.smoke,
+                                       chunks=chunks, bf16mm=args.bf16mm, on_row=on_prefill_row)
         save()
     if want("prefill"):
         lens = [13, 40, 9] if args.smoke else [3000, 517, 8191, 64, 1, 2048, 4000, 1200]

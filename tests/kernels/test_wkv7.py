@@ -19,7 +19,7 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 # the chunked kernel's matmuls run in tf32 (2^-11) and its scratch is bf16 (2^-8): 2e-2.
 TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
 # final states, as a fraction of their largest magnitude: fp32 1e-4; bf16 inputs take bf16 scratch
-# between the chunked kernels (each intermediate rounded to 2^-8, several summed per entry): 2e-2
+# between the chunked passes (each intermediate rounded to 2^-8, several summed per entry): 2e-2
 STATE_TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
 
 
@@ -60,9 +60,9 @@ def gen():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("chunk", [16, 32])
+@pytest.mark.parametrize("chunk", [16, 32, 64])
 def test_chunk_matches_reference_with_state_in_and_out(dtype, chunk, gen):
-    B, T, H, N = 2, 45, 2, 32  # odd length: last chunk partial
+    B, T, H, N = 2, 45 if chunk < 64 else 141, 2, 32  # odd length: last chunk partial
     x = make_inputs(B, T, H, N, dtype, gen)
     s0 = randn(B, H, N, N, gen=gen, scale=0.3)
     ref_pool, pool = s0.clone(), s0.clone()
@@ -76,7 +76,7 @@ def test_chunk_matches_reference_with_state_in_and_out(dtype, chunk, gen):
 @pytest.mark.parametrize("scratch", [torch.bfloat16, torch.float32])
 def test_chunk_scratch_dtypes(scratch, gen):
     """bf16 inputs; intermediates stored in bf16 (the default for 16-bit inputs) or fp32 between
-    the two kernels. bf16: each rounded to 2^-8 relative, with
+    the three passes (Y0 stays fp32). bf16: each rounded to 2^-8 relative, with
     sums of several such terms per output; the state and arithmetic stay fp32 -> max error within
     2e-2 of the outputs' (and states') largest magnitude."""
     B, T, H, N = 2, 45, 2, 32
@@ -87,6 +87,33 @@ def test_chunk_scratch_dtypes(scratch, gen):
     y = chunk_wkv7(*x, pool, chunk_size=16, scratch_dtype=scratch)
     assert (y.float() - y_ref.float()).abs().max() < 2e-2 * y_ref.float().abs().max()
     assert (pool - ref_pool).abs().max() < 2e-2 * ref_pool.abs().max()
+
+
+@pytest.mark.parametrize("chunk", [16, 64])
+def test_chunk_long_sequence_many_chunks(chunk, gen):
+    """One sequence of many chunks through the sequential state pass, value rows split over programs
+    (block_v < V), state in and out: the per-chunk start states it stores feed every chunk's output."""
+    B, T, H, N = 1, 389, 1, 32
+    x = make_inputs(B, T, H, N, gen=gen)
+    s0 = randn(B, H, N, N, gen=gen, scale=0.3)
+    ref_pool, pool = s0.clone(), s0.clone()
+    y_ref = naive_wkv7(*x, ref_pool)
+    y = chunk_wkv7(*x, pool, chunk_size=chunk, block_v=16)
+    assert_close(y, y_ref)
+    assert_state_close(pool, ref_pool)
+
+
+def test_chunk_bf16_matmuls(gen):
+    """bf16 matmul operands (the interpreter rounds them through bf16, as the GPU's operands are):
+    within the bf16 tolerance of the reference."""
+    B, T, H, N = 2, 77, 2, 32
+    x = make_inputs(B, T, H, N, torch.bfloat16, gen)
+    s0 = randn(B, H, N, N, gen=gen, scale=0.3)
+    ref_pool, pool = s0.clone(), s0.clone()
+    y_ref = naive_wkv7(*x, ref_pool)
+    y = chunk_wkv7(*x, pool, chunk_size=64, bf16_matmuls=True)
+    assert_close(y, y_ref, torch.bfloat16)
+    assert_state_close(pool, ref_pool, torch.bfloat16)
 
 
 def test_chunk_size_64_and_one_token_sequence(gen):
@@ -110,21 +137,23 @@ def test_fused_recurrent_matches_reference(dtype, gen):
     assert (pool - ref_pool).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("kernel", ["chunk", "fused_recurrent"])
+@pytest.mark.parametrize("kernel", ["chunk", "chunk16", "fused_recurrent"])
 def test_varlen_slots_leave_other_states_untouched(kernel, gen):
     """Packed ragged batch, states scattered over a larger pool in shuffled order; rows of the
     pool that no sequence names must come back bit-identical (fla #1272: padding must not decay
-    a state)."""
+    a state). The chunked kernel at C = 64 and C = 16: sequences of several chunks, partial last ones."""
     H, N = 2, 32
-    lens = [5, 1, 0, 33, 18]  # a zero-length sequence too
+    lens = [5, 1, 0, 133, 18] if kernel != "fused_recurrent" else [5, 1, 0, 33, 18]  # an empty one too
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], device=DEV)
     x = make_inputs(1, sum(lens), H, N, gen=gen)
     pool0 = randn(7, H, N, N, gen=gen, scale=0.3)
     slots = torch.tensor([5, 0, 6, 3, 2], dtype=torch.int32, device=DEV)
     ref_pool, pool = pool0.clone(), pool0.clone()
     y_ref = naive_wkv7(*x, ref_pool, slots, cu)
-    fn = chunk_wkv7 if kernel == "chunk" else fused_recurrent_wkv7
-    y = fn(*x, pool, slots, cu)
+    if kernel == "fused_recurrent":
+        y = fused_recurrent_wkv7(*x, pool, slots, cu)
+    else:
+        y = chunk_wkv7(*x, pool, slots, cu, chunk_size=16 if kernel == "chunk16" else 64)
     assert (y - y_ref).abs().max() < 1e-4
     assert (pool - ref_pool).abs().max() < 1e-4
     for untouched in (1, 4, 6):  # 6 belongs to the empty sequence
@@ -192,3 +221,27 @@ def test_cuda_dispatch_matches_reference(T):
     assert_close(y, y_ref, torch.bfloat16)
     assert_state_close(pool, ref_pool, torch.bfloat16)  # tf32 matmuls, bf16 scratch in the chunked path
     assert torch.equal(pool[[1, 3]], s0[[1, 3]])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("chunk", [16, 32, 64])
+@pytest.mark.parametrize("varlen", [False, True])
+def test_cuda_chunk_sizes_match_reference(chunk, varlen):
+    """Every compiled variant the benchmark times (chunk sizes, equal-length and packed batches; bf16
+    inputs, real head size) against the reference, several chunks per sequence, state in and out."""
+    H, N = 4, 64
+    lens = [300, 77, 1, 190]
+    x = make_inputs(1 if varlen else len(lens), sum(lens) if varlen else 300, H, N, torch.bfloat16)
+    x = [t.cuda() for t in x]
+    s0 = torch.randn(len(lens), H, N, N, device="cuda") * 0.1
+    ref_pool, pool = s0.clone(), s0.clone()
+    if varlen:
+        cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], device="cuda")
+        y_ref = naive_wkv7(*x, ref_pool, None, cu)
+        y = chunk_wkv7(*x, pool, None, cu, chunk_size=chunk)
+    else:
+        y_ref = naive_wkv7(*x, ref_pool)
+        y = chunk_wkv7(*x, pool, chunk_size=chunk)
+    assert_close(y, y_ref, torch.bfloat16)
+    assert_state_close(pool, ref_pool, torch.bfloat16)
