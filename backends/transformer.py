@@ -105,6 +105,9 @@ def random_config(preset: str) -> dict[str, Any]:
         "small": (256, 7, 8, 4, 688, 2048, True),
         "base": (512, 8, 8, 4, 1408, 4096, True),
         "zoo": (256, 4, 8, 4, 688, 4096, True),  # ~3.0M: the trained zoo checkpoint (evals.tasks)
+        # GPU benchmark shapes (head dim 64, the attention kernels' sweet spot): ~180M and ~1.0B
+        "180m": (1024, 16, 16, 8, 2816, 8192, True),
+        "1b": (2048, 22, 32, 8, 5632, 8192, True),
     }
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")

@@ -22,6 +22,7 @@ import torch
 from backends import families
 from backends.base import CausalLM
 from backends.engine.config import EngineConfig
+from backends.engine.graphs import DecodeGraphs
 from backends.engine.runner import ModelRunner
 from backends.engine.scheduler import Scheduler
 from backends.engine.sequence import Sequence, Status
@@ -78,7 +79,12 @@ class Engine:
         self.config = config or EngineConfig()
         capacity = "tokens" if info.family in ATTENTION_FAMILIES else "slots"
         self.scheduler = Scheduler(self.config, capacity, context_length=info.context_length)
-        self.runner = ModelRunner(self.model, tokenizer.vocab_size)
+        graphs = None
+        device = next(model.parameters()).device
+        if self.config.cuda_graphs and capacity == "slots" and device.type == "cuda":
+            sizes = [s for s in self.config.cuda_graph_sizes if s <= self.config.max_num_seqs]
+            graphs = DecodeGraphs(self.model, sizes or [self.config.max_num_seqs])
+        self.runner = ModelRunner(self.model, tokenizer.vocab_size, graphs=graphs)
         self.state_cache: StateCache | None = None
         wanted = self.config.state_cache
         if wanted == "on" or (wanted == "auto" and capacity == "slots"):
@@ -169,6 +175,9 @@ class Engine:
         """Plain numbers for /metrics and the policy's `queue_depth.<backend>` feature."""
         s: dict[str, float] = {**self.scheduler.stats(), **self.counters}
         s["queue_depth"] = s["waiting"]
+        g = self.runner.graphs
+        s["decode_graphs_on"] = int(g is not None and g.disabled is None)
+        s["decode_graph_replays"] = g.replays if g is not None else 0
         s.update(self.state_cache.stats() if self.state_cache else dict.fromkeys(
             ("prefix_hits", "prefix_misses", "prefix_saved_tokens", "prefix_stores", "prefix_bytes_read",
              "prefix_bytes_written", "prefix_errors", "prefix_cache_bytes", "prefix_evictions"), 0))

@@ -20,13 +20,15 @@ from collections import defaultdict
 import torch
 
 from backends.base import Cache, CausalLM
+from backends.engine.graphs import DecodeGraphs
 from backends.engine.sequence import Sequence
 from backends.sampling import sample_batch
 
 
 class ModelRunner:
-    def __init__(self, model: CausalLM, vocab_size: int):
+    def __init__(self, model: CausalLM, vocab_size: int, *, graphs: DecodeGraphs | None = None):
         self.model = model
+        self.graphs = graphs  # captured decode steps for fixed-size states (None: always eager)
         self.vocab_size = vocab_size  # the tokenizer's: logits past it (padding rows) are never sampled
         self.device = next(model.parameters()).device
         self.rows: list[Sequence] = []
@@ -74,6 +76,9 @@ class ModelRunner:
             s.cache = None
         self.rows = [self.rows[i] for i in keep] + new
         self.cache = None if not parts else parts[0] if len(parts) == 1 else self.cache_type.concat(parts)
+        g = self.graphs
+        if g is not None and self.cache is not None and g.disabled is None and g.bucket(len(self.rows)):
+            self.cache = g.load(self.cache)  # the batch's rows into the static buffers the graphs replay on
 
     def row_of(self, seq: Sequence) -> int:
         return next(i for i, s in enumerate(self.rows) if s is seq)
@@ -122,10 +127,15 @@ class ModelRunner:
 
     def _decode_forward(self) -> torch.Tensor:
         ids = self.to_device([[s.last_token] for s in self.rows])
-        logits, self.cache = self.model(ids, self.cache)
+        last = None
+        if self.graphs is not None and self.graphs.holds(self.cache):
+            last = self.graphs.decode(ids, len(self.rows))
+        if last is None:  # eager (also on the static buffers, when a capture failed)
+            logits, self.cache = self.model(ids, self.cache)
+            last = logits[:, -1]
         for s in self.rows:
             s.num_computed += 1
-        return logits[:, -1]
+        return last
 
     def _prefill_forwards(self, chunks: list[tuple[Sequence, int]]) -> tuple[list[torch.Tensor], list[Sequence]]:
         """Prompt chunks, equal lengths in one forward; the last logits of prompts completed here."""

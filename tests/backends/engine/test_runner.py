@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from backends import families
+from backends.engine.graphs import DecodeGraphs
 from backends.engine.runner import ModelRunner
 from backends.engine.sequence import Sequence, Status
 from backends.protocol import SamplingParams
 from backends.sampling import sample, sample_batch
 from backends.tokenizer import load_tokenizer
-from tests.backends.engine.conftest import FAMILY_PARAMS
+from tests.backends.engine.conftest import FAMILY_PARAMS, make_engine, make_generator, request, run, settled
+from tests.backends.engine.test_batching import PROMPTS
 
 PARAMS = [
     SamplingParams(temperature=0.0),
@@ -146,3 +150,25 @@ def test_transformer_cache_tracks_lengths_on_the_host(checkpoints):
         assert joined.host_lengths is None
         _, joined = model(torch.tensor([[9], [9]]), joined)
         assert joined.host_lengths == [3, 1] == joined.lengths.tolist()
+
+
+@pytest.mark.parametrize("family", [p for p in FAMILY_PARAMS if p.values[0] != "transformer"])
+async def test_decode_on_static_graph_buffers_equals_the_generator(checkpoints, family):
+    """The captured-decode buffer logic (static cache, bucket padding, rows joining and leaving) with eager
+    forwards in place of replays: the graph itself needs a GPU, everything around it runs here."""
+    gen = make_generator(checkpoints, family)
+    reqs = [request(p, rid=f"g{i}", max_tokens=6 + 2 * (i % 3)) for i, p in enumerate(PROMPTS)]
+    reqs += [request(p, rid=f"s{i}", temperature=0.9, top_k=20, seed=7 + i, max_tokens=8)
+             for i, p in enumerate(PROMPTS[:2])]
+    alone = [await run(gen, r) for r in reqs]
+    engine = make_engine(checkpoints, family, max_num_seqs=6, max_num_batched_tokens=48, state_cache="off")
+    graphs = DecodeGraphs(engine.model, [1, 2, 4], capture=False)  # 5-6 rows: past the largest, eager
+    engine.runner.graphs = graphs  # before any request reaches the step thread
+    try:
+        busy = await asyncio.gather(*(run(engine, r) for r in reqs))
+        assert [b[0] for b in busy] == [a[0] for a in alone]
+        assert graphs.replays > 0 and graphs.disabled is None
+        assert engine.stats()["decode_graph_replays"] == graphs.replays
+        await settled(engine)
+    finally:
+        await engine.close()
