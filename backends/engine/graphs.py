@@ -100,7 +100,8 @@ class DecodeGraphs:
                         raise RuntimeError(f"decode replaces state tensors {moved[:4]} instead of updating them")
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
+            # thread_local: other engines' step threads may allocate or launch while this one captures
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 logits, _ = self.model(self.ids[:b], view)
             self.graphs[b], self.logits[b] = graph, logits
             log.info("decode_graph_captured", batch=b)
