@@ -9,6 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from backends import families
+from backends.engine import Engine, EngineConfig
 from backends.engine.graphs import DecodeGraphs
 from backends.engine.runner import ModelRunner
 from backends.engine.sequence import Sequence, Status
@@ -174,3 +175,48 @@ async def test_decode_on_static_graph_buffers_equals_the_generator(checkpoints, 
         await settled(engine)
     finally:
         await engine.close()
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+
+
+@CUDA
+@pytest.mark.parametrize("family", [p for p in FAMILY_PARAMS if p.values[0] != "transformer"])
+def test_captured_decode_matches_eager_on_cuda(checkpoints, family):
+    model = families.load(family, checkpoints[family], device="cuda")
+    with torch.inference_mode():
+        ids = torch.randint(0, 200, (3, 12), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+        _, cache = model(ids)
+        eager = cache.gather([0, 1, 2])  # a copy that advances eagerly beside the graph's buffers
+        graphs = DecodeGraphs(model, [1, 4])
+        view = graphs.load(cache)
+        tok = ids[:, -1:]
+        for _ in range(4):
+            got = graphs.decode(tok, 3)  # 3 rows in the 4-row bucket
+            assert got is not None, graphs.disabled
+            ref, eager = model(tok, eager)
+            torch.testing.assert_close(got, ref[:, -1], rtol=1e-3, atol=1e-3)
+            tok = ref[:, -1].argmax(-1, keepdim=True)
+        for k, t in view.tensors.items():  # the replays advanced the real rows' states in place
+            torch.testing.assert_close(t, eager.tensors[k], rtol=1e-3, atol=1e-3)
+        assert graphs.replays == 4 and set(graphs.graphs) == {4} and graphs.disabled is None
+
+
+@CUDA
+@pytest.mark.parametrize("family", [p for p in FAMILY_PARAMS if p.values[0] != "transformer"])
+async def test_engine_with_cuda_graphs_equals_eager_engine(checkpoints, family):
+    outs = {}
+    for graphs in (False, True):
+        engine = Engine.from_checkpoint(family, family, checkpoints[family], context_length=1024, device="cuda",
+                                        config=EngineConfig(redis_url=None, state_cache="off", cuda_graphs=graphs,
+                                                            max_num_seqs=8))  # fmt: skip
+        try:
+            # one at a time: the same batch shapes both ways, so greedy tokens must agree exactly
+            outs[graphs] = [(await run(engine, request(p, max_tokens=10)))[0] for p in PROMPTS[:4]]
+            busy = await asyncio.gather(*(run(engine, request(p)) for p in PROMPTS))
+            assert all(finish in ("stop", "length") for _, _, finish in busy)
+            s = engine.stats()
+            assert s["decode_graphs_on"] == int(graphs) and (s["decode_graph_replays"] > 0) == graphs
+        finally:
+            await engine.close()
+    assert outs[True] == outs[False]
