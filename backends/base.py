@@ -49,10 +49,19 @@ class Cache:
 
     def gather(self, rows: Sequence[int] | torch.Tensor) -> Self:
         """A new cache holding `rows` of this one, in that order (copies)."""
-        index = torch.as_tensor(rows, dtype=torch.long)
-        return type(self)(
-            {k: t.index_select(0, index.to(t.device)) for k, t in self.tensors.items()}, self.meta
-        )
+        index = self._index(rows)
+        return type(self)({k: t.index_select(0, index) for k, t in self.tensors.items()}, self.meta)
+
+    def _index(self, rows: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """`rows` on the cache's device in one copy; pinned and async on CUDA (a pageable copy would block
+        the host until the device is idle, and did so once per tensor)."""
+        dev = next(iter(self.tensors.values())).device
+        if isinstance(rows, torch.Tensor):
+            return rows.to(dev, torch.long)
+        index = torch.tensor(list(rows), dtype=torch.long)
+        if dev.type == "cuda":
+            return index.pin_memory().to(dev, non_blocking=True)
+        return index
 
     @classmethod
     def concat(cls, caches: Sequence[Cache]) -> Self:

@@ -7,7 +7,6 @@ with a lock; the continuous-batching engine replaces it behind the same protocol
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,8 +72,8 @@ class Generator:
         sp = request.sampling
         if len(ids) + sp.max_tokens > self.info.context_length:
             raise ContextLengthExceeded(len(ids) + sp.max_tokens, self.info.context_length, self.info.name)
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(sp.seed if sp.seed is not None else time.time_ns() & 0xFFFF_FFFF)
+        # on the model's device, as the engine's: a seed draws the same tokens here and there
+        gen = torch.Generator(device=self.device).manual_seed(sp.seed) if sp.seed is not None else None
         async with self._lock:
             self.stats["requests"] += 1
             self.stats["prompt_tokens"] += len(ids)
@@ -82,7 +81,7 @@ class Generator:
                 yield chunk
 
     async def _decode_loop(
-        self, ids: list[int], request: GenerationRequest, gen: torch.Generator
+        self, ids: list[int], request: GenerationRequest, gen: torch.Generator | None
     ) -> AsyncIterator[GenerationChunk]:
         sp = request.sampling
         decoder = self.tokenizer.decoder()
@@ -93,8 +92,7 @@ class Generator:
         n_out = 0
         while True:
             # the forward runs in a worker thread so the event loop keeps serving other requests
-            logits, cache = await asyncio.to_thread(self._step, step_input, cache)
-            token = sample(logits[:vocab], sp, gen)
+            token, cache = await asyncio.to_thread(self._step, step_input, cache, sp, gen, vocab)
             n_out += 1
             self.stats["completion_tokens"] += 1
             if token in self.tokenizer.eos_ids:
@@ -112,10 +110,11 @@ class Generator:
             step_input = [token]
 
     @torch.inference_mode()
-    def _step(self, ids: list[int], cache):
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+    def _step(self, ids: list[int], cache, sp, gen: torch.Generator | None, vocab: int):  # noqa: ANN001, ANN202
+        x = torch.tensor([ids], dtype=torch.long).to(self.device)
         logits, cache = self.model(x, cache)
-        return logits[0, -1].float().cpu(), cache
+        # sampled on the device; only the token comes back
+        return sample(logits[0, -1, :vocab], sp, gen), cache
 
     async def ready(self) -> bool:
         return True
@@ -125,4 +124,3 @@ class Generator:
 
     def describe(self) -> dict:
         return {**self.info.__dict__, **self.stats}
-

@@ -105,6 +105,9 @@ def random_config(preset: str) -> dict[str, Any]:
         "small": (256, 7, 8, 4, 688, 2048, True),
         "base": (512, 8, 8, 4, 1408, 4096, True),
         "zoo": (256, 4, 8, 4, 688, 4096, True),  # ~3.0M: the trained zoo checkpoint (evals.tasks)
+        # GPU benchmark shapes (head dim 64, the attention kernels' sweet spot): ~180M and ~1.0B
+        "180m": (1024, 16, 16, 8, 2816, 8192, True),
+        "1b": (2048, 22, 32, 8, 5632, 8192, True),
     }
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
@@ -142,9 +145,31 @@ class KVCache(Cache):
 
     family = FAMILY
 
+    # A host copy of `lengths`, so a forward sizes its attention without reading the device (one sync a
+    # step otherwise). It is trusted only while `tensors["lengths"]` is the very tensor it mirrors: code
+    # that swaps in another lengths tensor makes the next forward read it back once.
+    _host: tuple[torch.Tensor, list[int]] | None = None
+
     @property
     def lengths(self) -> torch.Tensor:
         return self.tensors["lengths"]
+
+    @property
+    def host_lengths(self) -> list[int] | None:
+        if self._host is not None and self._host[0] is self.tensors["lengths"]:
+            return self._host[1]
+        return None
+
+    def set_lengths(self, lengths: torch.Tensor, host: list[int]) -> None:
+        self.tensors["lengths"] = lengths
+        self._host = (lengths, host)
+
+    def gather(self, rows: Sequence[int] | torch.Tensor) -> Self:
+        out = super().gather(rows)
+        host = self.host_lengths
+        if host is not None and not isinstance(rows, torch.Tensor):
+            out._host = (out.tensors["lengths"], [host[i] for i in rows])
+        return out
 
     @property
     def num_layers(self) -> int:
@@ -180,11 +205,16 @@ class KVCache(Cache):
             if name != "lengths":
                 parts = [F.pad(p, (0, 0, 0, cap - p.shape[2])) for p in parts]
             out[name] = torch.cat(parts, 0)
-        return cls(out, caches[0].meta)
+        joined = cls(out, caches[0].meta)
+        hosts = [c.host_lengths for c in caches if isinstance(c, KVCache)]
+        if len(hosts) == len(caches) and all(h is not None for h in hosts):
+            joined._host = (out["lengths"], [n for h in hosts for n in h])
+        return joined
 
     def snapshot(self, row: int = 0) -> bytes:
         """One row's state, trimmed to its length (restore gives T_cap == length)."""
-        n = int(self.lengths[row])
+        host = self.host_lengths
+        n = host[row] if host is not None else int(self.lengths[row])
         tensors = {
             name: (t[row : row + 1] if name == "lengths" else t[row : row + 1, :, :n]).contiguous().cpu()
             for name, t in self.tensors.items()
@@ -390,7 +420,9 @@ class Transformer(CausalLM):
         for i in range(len(self.model["layers"])):
             for kind in ("k", "v"):
                 tensors[f"{kind}.{i}"] = p.new_zeros(batch_size, self.n_kv, 0, self.head_dim)
-        return KVCache(tensors)
+        cache = KVCache(tensors)
+        cache.set_lengths(tensors["lengths"], [0] * batch_size)
+        return cache
 
     def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin [B, 1, T, head_dim] for integer positions [B, T]."""
@@ -451,7 +483,10 @@ class Transformer(CausalLM):
             return self._forward_paged(input_ids, cache)
         lengths = cache.lengths
         positions = lengths[:, None] + torch.arange(T, device=lengths.device)  # [B, T]
-        past = int(lengths.max()) if B else 0  # one host sync per forward, to size the attention
+        host = cache.host_lengths
+        if host is None:  # a restored cache, or lengths set from outside: read them once, then track them
+            host = lengths.tolist()
+        past = max(host) if B else 0  # sizes the attention from the host copy: no device read
         S = past + T
         cache.reserve(S)
         kernels = self._kernels(cache.k(0)) if len(self.model["layers"]) else False
@@ -473,7 +508,7 @@ class Transformer(CausalLM):
         for i, block in enumerate(self.model["layers"]):
             x = block(x, cache, i, step)
         logits = self.lm_head(self.model["norm"](x)).float()
-        cache.tensors["lengths"] = lengths + T
+        cache.set_lengths(lengths + T, [n + T for n in host])
         return logits, cache
 
 

@@ -1,29 +1,39 @@
 """Continuous-batching engine vs one-request-at-a-time generation, and the recurrent-state cache.
 
-    python benchmarks/bench_engine.py                      # CPU, tiny random configs, every family present
-    python benchmarks/bench_engine.py --device cuda        # ~100M-200M configs, bf16 (the lent H100)
-    python benchmarks/bench_engine.py --device cuda --size large   # ~0.7B Llama, mamba-1.4b shape
+    python benchmarks/bench_engine.py --threads 1          # CPU, tiny random configs, every family
+    python benchmarks/bench_engine.py --device cuda        # ~0.1-0.2B configs, bf16, bounded by --budget-s (330)
+    python benchmarks/bench_engine.py --device cuda --size large   # ~1B Llama, mamba-1.4b shape
     python benchmarks/bench_engine.py --smoke              # seconds: checks the script end to end
+    python benchmarks/bench_engine.py --size small --smoke # the GPU-sized models through the engine on CPU
 
 Part 1, per family and for 1, 8, 32, 128 concurrent streams: the same requests (prompt lengths and
 max_tokens drawn once from a seeded RNG, greedy) through the Engine and through the sequential
-Generator (its lock serialises them, as main's router did before the engine). Reported: output
-tokens/s over the whole burst, time to first token p50/p99 (from submission, queueing included) and
-inter-token latency p50/p99 (gaps between streamed tokens), and the engine/sequential ratios.
+Generator (its lock serialises them, as main's router did before the engine); both share one model.
+Reported: output tokens/s over the whole burst, time to first token p50/p99 (from submission,
+queueing included) and inter-token latency p50/p99 (gaps between streamed tokens), and the
+engine/sequential ratios. Each stream count first runs once untimed through the engine, so Triton's
+compiles and autotuning for that count's shapes (prompt-length and batch buckets) are paid before
+either side is timed, not by whichever runs first. The sequential baseline runs up to
+--seq-max-streams (8 on CUDA: it is slow); beyond, its throughput is the last measured one
+(one request at a time does not get faster with more waiting) and the row says `seq_estimated`.
 
 Part 2, per family: a 10-turn chat over a ~4k-token document (system message), the next question
 appended to the previous answer each turn; time to first token of each turn with the state cache off
 and on (fresh engines, in-memory store). Reported: turn-10 TTFT both ways and their ratio.
 
-Results go to $OUT (default ./bench-out): bench_engine.json and bench_engine.txt (with the device,
-torch / triton versions, the command and the git commit); the short table is printed last.
+Time: --budget-s bounds the whole run (default 330 s on CUDA, none on CPU); each family gets an equal
+share of what is left when it starts, and a phase that would run past its share is cut and marked.
+Results are written after every row to --out (default $OUT or ./bench-out): bench_engine.json and
+bench_engine.txt (device, torch / triton versions, command, git commit), so a cut run leaves results.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
+import math
 import os
 import platform
 import random
@@ -38,37 +48,65 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from backends import families  # noqa: E402
 from backends.engine import Engine, EngineConfig, MemoryStateStore  # noqa: E402
 from backends.families import FAMILIES, family_module  # noqa: E402
-from backends.generator import Generator  # noqa: E402
-from backends.protocol import GenerationRequest, SamplingParams  # noqa: E402
+from backends.generator import Generator, is_trained  # noqa: E402
+from backends.protocol import BackendInfo, GenerationRequest, SamplingParams  # noqa: E402
+from backends.tokenizer import load_tokenizer  # noqa: E402
 
 WORDS = ("the ledger moves alice pays bob three then carol reads the log and swaps cup one with cup two "
          "while the server reports an error on line seven of the parity function").split()
 
-# family -> (preset, config overrides) per mode. CUDA: the ~100M-200M shapes of each family.
-PRESETS = {
-    "cpu": {f: ("tiny", {}) for f in FAMILIES},
-    "cuda": {
-        # Llama-style, ~180M parameters with the byte vocabulary
-        "transformer": ("base", {"hidden_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16,
-                                 "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 2816,
-                                 "max_position_embeddings": 8192}),
-        "mamba": ("130m", {}),
-        "rwkv": ("0.1b", {}),
-        "xlstm": ("125m", {}),
-    },
-    # --size large: ~0.7B Llama and the mamba-1.4b shape; RWKV-7 and xLSTM keep their largest presets
-    "cuda-large": {
-        "transformer": ("base", {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32,
-                                 "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 5632,
-                                 "max_position_embeddings": 8192}),
+# family -> (preset, config overrides) per --size
+SIZES = {
+    "tiny": {f: ("tiny", {}) for f in FAMILIES},
+    # ~0.1-0.2B: Llama 189M (byte vocab), the shapes of mamba-130m, RWKV-7 0.1B and a 125M xLSTM[7:1]
+    "small": {"transformer": ("180m", {}), "mamba": ("130m", {}), "rwkv": ("0.1b", {}), "xlstm": ("125m", {})},
+    # ~1B Llama and the mamba-1.4b shape; RWKV-7 and xLSTM keep their largest presets
+    "large": {
+        "transformer": ("1b", {}),
         "mamba": ("130m", {"hidden_size": 2048, "num_hidden_layers": 48, "intermediate_size": 4096,
                            "time_step_rank": 128}),
         "rwkv": ("0.1b", {}),
         "xlstm": ("125m", {}),
     },
 }
+
+
+class Budget:
+    """Wall-clock bounds: the whole run, and the running family's share of what is left."""
+
+    def __init__(self, total_s: float | None):
+        self.end = time.monotonic() + total_s if total_s else math.inf
+        self.family_end = self.end
+
+    def start_family(self, families_left: int) -> None:
+        self.family_end = time.monotonic() + self.left() / max(families_left, 1)
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def family_left(self) -> float:
+        return min(self.family_end, self.end) - time.monotonic()
+
+
+class Cut(Exception):
+    """A phase ran out of its share of the time budget."""
+
+
+async def bounded(coro, budget: Budget, until: float = math.inf):  # noqa: ANN001, ANN201
+    """Run `coro` within the family's share of the budget (and before `until`, a monotonic time)."""
+    left = min(budget.family_left(), until - time.monotonic())
+    if left <= 0:
+        coro.close()
+        raise Cut
+    if math.isinf(left):
+        return await coro
+    try:
+        return await asyncio.wait_for(coro, left)
+    except TimeoutError:
+        raise Cut from None
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -82,14 +120,34 @@ def text_of(n_words: int, rnd: random.Random) -> str:
     return " ".join(rnd.choice(WORDS) for _ in range(n_words))
 
 
-def make_checkpoint(family: str, mode: str, root: Path) -> Path:
-    preset, overrides = PRESETS[mode][family]
+def make_checkpoint(family: str, size: str, root: Path) -> Path:
+    preset, overrides = SIZES[size][family]
     mod = family_module(family)
     torch.manual_seed(0)
     cfg = {**mod.random_config(preset), **overrides}
     path = root / family
     mod.save(mod.from_config(cfg), path)
     return path
+
+
+class Backend:
+    """One model on the device, shared by the engine(s) and the sequential generator of a family."""
+
+    def __init__(self, family: str, ckpt: Path, args, device: str, dtype: torch.dtype):  # noqa: ANN001
+        self.family, self.ckpt, self.args, self.dtype = family, ckpt, args, dtype
+        self.model = families.load(family, ckpt, device=device, dtype=dtype)
+        self.tokenizer = family_module(family).__dict__.get("load_tokenizer", load_tokenizer)(ckpt)
+        self.info = BackendInfo(name=family, family=family, context_length=args.context, checkpoint=str(ckpt),
+                                trained=is_trained(ckpt), parameters=self.model.num_parameters())
+
+    def engine(self, **config) -> Engine:  # noqa: ANN003
+        store = MemoryStateStore() if config.get("state_cache") == "on" else None
+        cfg = EngineConfig(redis_url=None, max_num_batched_tokens=self.args.step_tokens,
+                           cuda_graphs=self.args.cuda_graphs, **config)
+        return Engine(self.info, self.model, self.tokenizer, cfg, state_store=store, dtype=self.dtype)
+
+    def generator(self) -> Generator:
+        return Generator(self.info, self.model, self.tokenizer)
 
 
 # ----------------------------------------------------------------------------- part 1: batching
@@ -119,37 +177,61 @@ async def burst(client, prompts: list[str], max_tokens: int) -> dict:
             "itl_p50_ms": 1e3 * pct(itl, 0.5), "itl_p99_ms": 1e3 * pct(itl, 0.99)}
 
 
-async def bench_batching(family: str, ckpt: Path, args, device: str, dtype: torch.dtype) -> list[dict]:
-    ctx = args.context
-    engine = Engine.from_checkpoint(family, family, ckpt, context_length=ctx, device=device, dtype=dtype,
-                                    config=EngineConfig(max_num_seqs=max(args.streams), max_waiting=1024,
-                                                        max_num_batched_tokens=args.step_tokens,
-                                                        state_cache="off", redis_url=None, queue_timeout_s=3600))
-    seq = Generator.from_checkpoint(family, family, ckpt, context_length=ctx, device=device, dtype=dtype)
-    rows = []
+async def bench_batching(backend: Backend, args, budget: Budget, emit) -> list[dict]:  # noqa: ANN001
+    family = backend.family
+    engine = backend.engine(max_num_seqs=max(args.streams), max_waiting=1024, state_cache="off",
+                            queue_timeout_s=3600)
+    seq = backend.generator()
+    rows: list[dict] = []
+    last_seq: dict | None = None
+    # the conversation that follows keeps 40% of the family's share
+    until = time.monotonic() + budget.family_left() * (1.0 if args.skip_conversation else 0.6)
     try:
         for client in (engine, seq):  # warm-up: first-call allocations, kernel compilation
-            await burst(client, ["warm up"] * 2, 4)
+            await bounded(burst(client, ["warm up"] * 2, 4), budget, until)
         for n in args.streams:
             rnd = random.Random(n)
             lo, hi = args.prompt_words
             prompts = [text_of(rnd.randint(lo, hi), rnd) for _ in range(n)]
-            e = await burst(engine, prompts, args.max_tokens)
-            if n <= args.seq_max_streams:
-                s = await burst(seq, prompts, args.max_tokens)
-            else:
+            row: dict = {"family": family, "streams": n}
+            try:
+                if args.warm_each:  # this count's shapes compiled and autotuned before anything is timed
+                    await bounded(burst(engine, prompts, args.max_tokens), budget, until)
+                e = await bounded(burst(engine, prompts, args.max_tokens), budget, until)
+                row["engine"] = e
                 s = None
-            e_ids = e["ids"]
-            # greedy parity at these shapes: fp32 on CPU should match exactly; bf16 on GPU may drift where a
-            # batched matmul rounds differently from a single row's (reported, not asserted)
-            e.pop("ids")
-            same = sum(a == b for a, b in zip(e_ids, s.pop("ids"), strict=True)) / n if s else None
-            rows.append({"family": family, "streams": n, "engine": e, "sequential": s, "greedy_identical": same,
-                         "throughput_ratio": e["tok_per_s"] / s["tok_per_s"] if s else None,
-                         "ttft_p50_ratio": s["ttft_p50_ms"] / e["ttft_p50_ms"] if s else None})
+                if n <= args.seq_max_streams:
+                    s = await bounded(burst(seq, prompts, args.max_tokens), budget, until)
+                    last_seq = s
+            except Cut:
+                row["cut"] = "time budget"
+                if "engine" in row:
+                    row["engine"].pop("ids", None)
+                rows.append(row)
+                emit()
+                print(f"  {family:12s} {n:4d} streams: cut (time budget)", flush=True)
+                break
+            e_ids = e.pop("ids")
+            # greedy parity: fp32 on CPU matches exactly; bf16 on GPU may drift where a batched matmul
+            # rounds differently from a single row's (reported, not asserted)
+            row["greedy_identical"] = (sum(a == b for a, b in zip(e_ids, s.pop("ids"), strict=True)) / n
+                                       if s else None)  # fmt: skip
+            row["sequential"] = s
+            st = engine.stats()
+            row["decode_graphs_on"], row["decode_graph_replays"] = st["decode_graphs_on"], st["decode_graph_replays"]
+            ref = s or last_seq
+            row["seq_estimated"] = s is None and ref is not None
+            row["throughput_ratio"] = e["tok_per_s"] / ref["tok_per_s"] if ref else None
+            row["ttft_p50_ratio"] = s["ttft_p50_ms"] / e["ttft_p50_ms"] if s else None
+            rows.append(row)
+            emit()
+            ratio = row["throughput_ratio"]
             print(f"  {family:12s} {n:4d} streams: engine {e['tok_per_s']:8.1f} tok/s"
-                  + (f", sequential {s['tok_per_s']:8.1f} tok/s, x{rows[-1]['throughput_ratio']:.2f}" if s else ""),
-                  flush=True)
+                  + (f", sequential {ref['tok_per_s']:8.1f} tok/s{' (est.)' if not s else ''}, x{ratio:.2f}"
+                     if ref else ""), flush=True)  # fmt: skip
+    except Cut:
+        rows.append({"family": family, "cut": "time budget (warm-up)"})
+        emit()
     finally:
         await engine.close()
     return rows
@@ -167,9 +249,9 @@ def document(tokenizer, n_tokens: int) -> str:
             return text
 
 
-async def conversation(engine: Engine, doc: str, turns: int, max_tokens: int) -> list[dict]:
+async def conversation(engine: Engine, doc: str, turns: int, max_tokens: int, out: list[dict]) -> list[dict]:
+    """Appends each finished turn to `out` (so a cut conversation keeps the turns it finished)."""
     messages = [{"role": "system", "content": doc}]
-    out = []
     for t in range(turns):
         messages.append({"role": "user", "content": f"Question {t + 1}: who holds cup {t % 3 + 1} now?"})
         req = GenerationRequest(f"c{t}", SamplingParams(temperature=0.0, max_tokens=max_tokens),
@@ -188,17 +270,23 @@ async def conversation(engine: Engine, doc: str, turns: int, max_tokens: int) ->
     return out
 
 
-async def bench_state_cache(family: str, ckpt: Path, args, device: str, dtype: torch.dtype) -> dict:
-    runs = {}
+async def bench_state_cache(backend: Backend, args, budget: Budget) -> dict:  # noqa: ANN001
+    family = backend.family
+    runs: dict[str, list[dict]] = {}
+    doc = document(backend.tokenizer, args.doc_tokens)
     for mode in ("off", "on"):
-        engine = Engine.from_checkpoint(family, family, ckpt, context_length=args.context, device=device,
-                                        dtype=dtype, config=EngineConfig(state_cache=mode, redis_url=None,
-                                                                         max_num_batched_tokens=args.step_tokens),
-                                        state_store=MemoryStateStore() if mode == "on" else None)
+        engine = backend.engine(state_cache=mode)
+        runs[mode] = []
+        # the run without the cache may take half of what is left, so the one with it always gets its turn
+        until = time.monotonic() + budget.family_left() * (0.5 if mode == "off" else 1.0)
         try:
-            await conversation(engine, "warm up " * 8, 1, 2)  # first-call costs out of the figures
-            doc = document(engine.tokenizer, args.doc_tokens)
-            runs[mode] = await conversation(engine, doc, args.turns, args.turn_tokens)
+            await bounded(conversation(engine, "warm up " * 8, 1, 2, []), budget, until)  # first-call costs out
+            await bounded(conversation(engine, doc, args.turns, args.turn_tokens, runs[mode]), budget, until)
+        except Cut:
+            print(f"  {family:12s} conversation with the state cache {mode}: cut after {len(runs[mode])} turns",
+                  flush=True)
+            return {"family": family, "cut": f"time budget (cache {mode}, {len(runs[mode])} turns done)",
+                    "per_turn": {m: [{k: v for k, v in r.items() if k != "ids"} for r in runs[m]] for m in runs}}
         finally:
             await engine.close()
     same = [r["ids"] for r in runs["on"]] == [r["ids"] for r in runs["off"]]
@@ -236,14 +324,23 @@ def environment(device: str) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = [f"device: {results['env']['device']}  torch {results['env']['torch']}  "
-             f"triton {results['env']['triton']}  commit {results['env']['commit'][:10]}",
-             f"command: {results['env']['command']}", "",
+    env = results["env"]
+    lines = [f"device: {env['device']}  torch {env['torch']}  triton {env['triton']}  commit {env['commit'][:10]}",
+             f"command: {env['command']}", f"elapsed: {results.get('elapsed_s', 0):.0f} s", "",
              "family       streams  engine tok/s  seq tok/s  x thru | TTFT p50/p99 ms engine   sequential"
              "   | ITL p50/p99 ms engine  sequential | greedy same"]
     for r in results["batching"]:
+        if "cut" in r:
+            done = f"engine {r['engine']['tok_per_s']:.1f} tok/s, then " if "engine" in r else ""
+            lines.append(f"{r['family']:12s} {r.get('streams', '-')!s:>7s}  {done}cut: {r['cut']}")
+            continue
         e, s = r["engine"], r["sequential"]
-        seq_t = f"{s['tok_per_s']:9.1f}  {r['throughput_ratio']:6.2f}" if s else f"{'-':>9s}  {'-':>6s}"
+        if s:
+            seq_t = f"{s['tok_per_s']:9.1f}  {r['throughput_ratio']:6.2f}"
+        elif r["throughput_ratio"] is not None:
+            seq_t = f"{'est.':>9s}  {r['throughput_ratio']:6.2f}"
+        else:
+            seq_t = f"{'-':>9s}  {'-':>6s}"
         seq_ttft = f"{s['ttft_p50_ms']:8.1f}/{s['ttft_p99_ms']:<8.1f}" if s else f"{'-':>17s}"
         seq_itl = f"{s['itl_p50_ms']:6.1f}/{s['itl_p99_ms']:<6.1f}" if s else f"{'-':>13s}"
         lines.append(f"{r['family']:12s} {r['streams']:7d}  {e['tok_per_s']:12.1f}  {seq_t} | "
@@ -252,9 +349,14 @@ def table(results: dict) -> str:
                      + (f"{r['greedy_identical']:.0%}" if r["greedy_identical"] is not None else "-"))
     lines += ["", "family       turns  doc tok  turn-N prompt  TTFT off ms  TTFT on ms  off/on  saved tok  identical"]
     for r in results["state_cache"]:
+        if "cut" in r:
+            lines.append(f"{r['family']:12s} {r['cut']}")
+            continue
         lines.append(f"{r['family']:12s} {r['turns']:5d}  {r['doc_tokens']:7d}  {r['turn_prompt_tokens']:13d}  "
                      f"{r['ttft_last_off_ms']:11.1f}  {r['ttft_last_on_ms']:10.1f}  {r['ttft_ratio_off_over_on']:6.1f}"
                      f"  {r['last_turn_saved_tokens']:9d}  {r['identical_outputs']}")
+    for f, err in results.get("errors", {}).items():
+        lines.append(f"{f}: {err}")
     return "\n".join(lines)
 
 
@@ -275,8 +377,8 @@ async def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
     ap.add_argument("--streams", nargs="+", type=int, default=[1, 8, 32, 128])
-    ap.add_argument("--seq-max-streams", type=int, default=128,
-                    help="run the sequential baseline only up to this many streams (it is slow)")
+    ap.add_argument("--seq-max-streams", type=int, default=None,
+                    help="run the sequential baseline only up to this many streams (default 8 on CUDA, all on CPU)")
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--prompt-words", nargs=2, type=int, default=None, help="prompt length range, in words")
     ap.add_argument("--step-tokens", type=int, default=None, help="engine max_num_batched_tokens")
@@ -284,40 +386,84 @@ async def main() -> None:
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--turn-tokens", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--size", default="small", choices=["small", "large"],
-                    help="CUDA model sizes: small ~0.1-0.2B, large ~0.7-1.4B (Transformer, Mamba)")
+    ap.add_argument("--size", default=None, choices=list(SIZES),
+                    help="model sizes: tiny (CPU default), small ~0.1-0.2B (CUDA default), large ~1B")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="bound on the whole run in seconds (default 330 on CUDA, none on CPU)")
+    ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"), help="results folder")
+    ap.add_argument("--no-warm-each", dest="warm_each", action="store_false",
+                    help="skip the untimed engine run before each stream count")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="engine decode steps of Mamba / RWKV-7 / xLSTM replayed from CUDA graphs (EngineConfig)")
     ap.add_argument("--smoke", action="store_true", help="tiny run on CPU to check the script")
     ap.add_argument("--skip-conversation", action="store_true")
     args = ap.parse_args()
+    started = time.monotonic()
     cuda = args.device == "cuda"
     if args.smoke:
         args.device, cuda = "cpu", False
         args.streams, args.doc_tokens, args.turns = [1, 4], 256, 3
-    args.max_tokens = args.max_tokens or (32 if cuda else 4 if args.smoke else 16)
-    args.turn_tokens = args.turn_tokens or (16 if cuda else 4)
+        args.max_tokens = args.max_tokens or 4
+        args.turn_tokens = args.turn_tokens or 2
+    args.size = args.size or ("small" if cuda else "tiny")
+    args.max_tokens = args.max_tokens or (32 if cuda else 16)
+    args.turn_tokens = args.turn_tokens or (8 if cuda else 4)
     args.prompt_words = args.prompt_words or ([16, 96] if cuda else [2, 8])
     args.step_tokens = args.step_tokens or (2048 if cuda else 512)
+    args.seq_max_streams = args.seq_max_streams if args.seq_max_streams is not None else (8 if cuda else 128)
+    args.budget_s = args.budget_s if args.budget_s is not None else (330.0 if cuda else None)
     args.context = args.doc_tokens + 1024
     if args.threads:
         torch.set_num_threads(args.threads)
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device")
     dtype = torch.bfloat16 if cuda else torch.float32
-    out_dir = Path(os.environ.get("OUT", "bench-out"))
+    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {"env": environment(args.device), "args": {k: v for k, v in vars(args).items()},
-               "batching": [], "state_cache": []}
+    results = {"env": environment(args.device), "args": dict(vars(args)), "batching": [], "state_cache": [],
+               "models": {}, "errors": {}}
+    budget = Budget(args.budget_s)
+
+    def emit() -> None:  # after every row: a run cut by an outer time limit still leaves its results
+        results["elapsed_s"] = time.monotonic() - started
+        (out_dir / "bench_engine.json").write_text(json.dumps(results, indent=1))
+        try:
+            (out_dir / "bench_engine.txt").write_text(table(results) + "\n")
+        except Exception as exc:  # the JSON above is the record; a table bug must not end the run
+            print(f"table failed: {exc!r}", flush=True)
+
+    todo = available(args.families)
     with tempfile.TemporaryDirectory() as tmp:
-        for family in available(args.families):
-            mode = ("cuda-large" if args.size == "large" else "cuda") if cuda else "cpu"
-            ckpt = make_checkpoint(family, mode, Path(tmp))
-            results["batching"] += await bench_batching(family, ckpt, args, args.device, dtype)
-            if not args.skip_conversation:
-                results["state_cache"].append(await bench_state_cache(family, ckpt, args, args.device, dtype))
-            (out_dir / "bench_engine.json").write_text(json.dumps(results, indent=1))
-    text = table(results)
-    (out_dir / "bench_engine.txt").write_text(text + "\n")
-    print(text)
+        for i, family in enumerate(todo):
+            budget.start_family(len(todo) - i)
+            if budget.family_left() <= 0:
+                results["errors"][family] = "not run: time budget spent"
+                emit()
+                continue
+            t0 = time.monotonic()
+            backend = None
+            try:
+                ckpt = make_checkpoint(family, args.size, Path(tmp))
+                backend = Backend(family, ckpt, args, args.device, dtype)
+                preset = SIZES[args.size][family][0]
+                results["models"][family] = {"preset": preset, "parameters": backend.info.parameters,
+                                             "build_s": time.monotonic() - t0}
+                print(f"{family}: {preset}, {backend.info.parameters / 1e6:.1f}M parameters, "
+                      f"built in {time.monotonic() - t0:.1f} s; {budget.family_left():.0f} s for it", flush=True)
+                results["batching"] += await bench_batching(backend, args, budget, emit)
+                if not args.skip_conversation:
+                    results["state_cache"].append(await bench_state_cache(backend, args, budget))
+            except Exception as exc:  # one family's failure is reported, the others still run
+                results["errors"][family] = f"FAILED {type(exc).__name__}: {exc}"[:500]
+                print(f"{family}: FAILED {exc!r}", flush=True)
+            finally:
+                del backend
+                gc.collect()
+                if cuda:
+                    torch.cuda.empty_cache()
+                results["models"].setdefault(family, {})["elapsed_s"] = time.monotonic() - t0
+                emit()
+    print(table(results))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ class EngineConfig(BaseSettings):
     state_cache_block: int = Field(32, gt=0)  # snapshots sit at multiples of this many tokens
     state_cache_ttl_s: int = Field(3600, gt=0)  # Redis only
     state_cache_max_bytes: int = Field(1 << 30, gt=0)
+    # decode steps of the fixed-state families (Mamba, RWKV-7, xLSTM) replayed from CUDA graphs captured
+    # per batch-size bucket (CUDA only; off by default until measured; a capture failure falls back to eager)
+    cuda_graphs: bool = False
+    cuda_graph_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128])
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "ARCHROUTER_REDIS_URL", "redis_url")
     )

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import itertools
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,12 +22,14 @@ import torch
 from backends import families
 from backends.base import CausalLM
 from backends.engine.config import EngineConfig
+from backends.engine.graphs import DecodeGraphs
 from backends.engine.runner import ModelRunner
 from backends.engine.scheduler import Scheduler
 from backends.engine.sequence import Sequence, Status
 from backends.engine.state_cache import MemoryStateStore, RedisStateStore, StateCache, StateStore
 from backends.generator import is_trained
 from backends.protocol import BackendError, BackendInfo, ContextLengthExceeded, GenerationChunk, GenerationRequest
+from backends.sampling import is_greedy
 from backends.tokenizer import Tokenizer, load_tokenizer
 
 log = structlog.get_logger("archrouter.engine")
@@ -48,6 +49,11 @@ def checkpoint_fingerprint(checkpoint: str | Path) -> str:
         elif f.suffix in (".safetensors", ".pth", ".bin"):
             h.update(f"{f.name}:{f.stat().st_size}".encode())
     return h.hexdigest()
+
+
+def _deliver(items: list[tuple[asyncio.Queue, GenerationChunk]]) -> None:
+    for queue, chunk in items:
+        queue.put_nowait(chunk)
 
 
 def build_state_store(config: EngineConfig) -> StateStore:
@@ -73,7 +79,12 @@ class Engine:
         self.config = config or EngineConfig()
         capacity = "tokens" if info.family in ATTENTION_FAMILIES else "slots"
         self.scheduler = Scheduler(self.config, capacity, context_length=info.context_length)
-        self.runner = ModelRunner(self.model, tokenizer.vocab_size)
+        graphs = None
+        device = next(model.parameters()).device
+        if self.config.cuda_graphs and capacity == "slots" and device.type == "cuda":
+            sizes = [s for s in self.config.cuda_graph_sizes if s <= self.config.max_num_seqs]
+            graphs = DecodeGraphs(self.model, sizes or [self.config.max_num_seqs])
+        self.runner = ModelRunner(self.model, tokenizer.vocab_size, graphs=graphs)
         self.state_cache: StateCache | None = None
         wanted = self.config.state_cache
         if wanted == "on" or (wanted == "auto" and capacity == "slots"):
@@ -84,6 +95,7 @@ class Engine:
         self.counters = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "prefill_tokens": 0,
                          "steps": 0, "step_errors": 0}
         self._ids = itertools.count()
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, GenerationChunk]]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"engine-{info.name}", daemon=True)
         self._thread.start()
@@ -130,12 +142,11 @@ class Engine:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        gen = None
-        if sp.temperature > 0:
-            gen = torch.Generator(device="cpu")
-            gen.manual_seed(sp.seed if sp.seed is not None else time.time_ns() & 0xFFFF_FFFF)
+        gen = None  # unseeded rows draw from the default generator, all of them in one call a step
+        if sp.seed is not None and not is_greedy(sp):
+            gen = torch.Generator(device=self.runner.device).manual_seed(sp.seed)
         seq = Sequence(next(self._ids), request.request_id, ids, sp, gen, self.tokenizer.decoder(),
-                       set(self.tokenizer.eos_ids), emit)
+                       set(self.tokenizer.eos_ids), emit, loop=loop, queue=queue)
         self.scheduler.add(seq)  # BackendOverloaded when the waiting queue is full
         self.counters["requests"] += 1
         self.counters["prompt_tokens"] += len(ids)
@@ -164,6 +175,9 @@ class Engine:
         """Plain numbers for /metrics and the policy's `queue_depth.<backend>` feature."""
         s: dict[str, float] = {**self.scheduler.stats(), **self.counters}
         s["queue_depth"] = s["waiting"]
+        g = self.runner.graphs
+        s["decode_graphs_on"] = int(g is not None and g.disabled is None)
+        s["decode_graph_replays"] = g.replays if g is not None else 0
         s.update(self.state_cache.stats() if self.state_cache else dict.fromkeys(
             ("prefix_hits", "prefix_misses", "prefix_saved_tokens", "prefix_stores", "prefix_bytes_read",
              "prefix_bytes_written", "prefix_errors", "prefix_cache_bytes", "prefix_evictions"), 0))
@@ -180,6 +194,7 @@ class Engine:
                 try:
                     busy = self._step()
                 except Exception as exc:  # a failed step fails its requests, never the engine
+                    self._flush()  # tokens streamed before the failure arrive before the error
                     log.exception("engine_step_failed", backend=self.info.name)
                     self.counters["step_errors"] += 1
                     self._fail_running(BackendError(f"backend {self.info.name!r} failed: {exc}"))
@@ -201,21 +216,27 @@ class Engine:
         if not plan:
             return False
         self.counters["steps"] += 1
+        # one decode forward, the prompt-chunk forwards, one sampling call and one read-back for all of them
+        sampled = runner.step(plan.prefill)
         if plan.decode:
-            tokens = runner.decode()
             self._snapshot_decode_rows()
-            for seq, token in zip(list(runner.rows), tokens, strict=True):
-                self._emit_token(seq, token)
-        if plan.prefill:
-            first = runner.prefill(plan.prefill)
-            for seq, n in plan.prefill:
-                self.counters["prefill_tokens"] += n
-                if self.state_cache and seq.snapshot_at and seq.num_computed == seq.snapshot_at:
-                    self.state_cache.store(seq.prompt, seq.snapshot_at, seq.cache.snapshot(0))
-                if seq.seq_id in first:
-                    seq.status = Status.DECODE
-                    self._emit_token(seq, first[seq.seq_id])
+        for seq, n in plan.prefill:
+            self.counters["prefill_tokens"] += n
+            if self.state_cache and seq.snapshot_at and seq.num_computed == seq.snapshot_at:
+                self.state_cache.store(seq.prompt, seq.snapshot_at, seq.cache.snapshot(0))
+        for seq, token in sampled:
+            if seq.status is Status.PREFILL:
+                seq.status = Status.DECODE
+            self._emit_token(seq, token)
+        self._flush()
         return True
+
+    def _flush(self) -> None:
+        """Hand this step's chunks to their event loops: one thread-safe call per loop."""
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+                loop.call_soon_threadsafe(_deliver, items)
 
     def _emit_token(self, seq: Sequence, token: int) -> None:
         chunk = seq.append(token)
@@ -227,7 +248,10 @@ class Engine:
                 n, data = seq.pending_snapshot
                 self.state_cache.store(seq.tokens, n, data)
             seq.pending_snapshot = None
-        seq.emit(chunk)
+        if seq.loop is not None and seq.queue is not None:
+            self._outbox.setdefault(seq.loop, []).append((seq.queue, chunk))
+        else:
+            seq.emit(chunk)
 
     def _restore_prefix(self, seq: Sequence) -> None:
         sc = self.state_cache

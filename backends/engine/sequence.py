@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Callable
@@ -47,6 +48,10 @@ class Sequence:
     snapshot_at: int = 0  # prefill stops at this length once so the state cache can keep it
     pending_snapshot: tuple[int, bytes] | None = None  # latest block-aligned state seen while decoding
     first_token_at: float | None = None
+    # where the step thread batches this request's chunks: all of a step's chunks for one event loop go
+    # in one call_soon_threadsafe (one wake-up write a step, not one a token); None: `emit` each chunk
+    loop: asyncio.AbstractEventLoop | None = None
+    queue: asyncio.Queue | None = None
 
     def __post_init__(self) -> None:
         self.stops = StopMatcher(self.params.stop)
