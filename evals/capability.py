@@ -76,7 +76,6 @@ import torch
 from backends import families as fam
 from backends.training import exact_match, n_params
 from evals.tasks import GENERATORS, Item, make_item, training_length
-from policies.features import estimate_prompt_tokens
 from policies.types import TASKS
 
 SCHEMA = "archrouter-capability/1"
@@ -112,6 +111,8 @@ def cell_items(items_per_cell: int, scale: int) -> list[Item]:
 
 def prompt_tokens(item: Item) -> int:
     """The router's prompt_tokens feature for the item sent as one user message."""
+    from policies.features import estimate_prompt_tokens  # pydantic: imported where the lengths are needed
+
     return estimate_prompt_tokens(item.messages())
 
 
@@ -201,6 +202,20 @@ def measure_accuracy(model: torch.nn.Module, items_by_scale: dict[int, list[Item
         "correct": dict(sorted(correct.items())),
         "wall_s": round(time.perf_counter() - t0, 2),
     }
+
+
+def ensure_lengths(cap: dict[str, Any]) -> dict[str, Any]:
+    """Fill accuracy.prompt_tokens / task_prompt_tokens when missing (they depend on the items only,
+    so a run on a machine without the policies' dependencies leaves them to the reader)."""
+    acc = cap.get("accuracy")
+    if acc and not acc.get("task_prompt_tokens"):
+        per = {t: math.ceil(acc["items_per_cell"] / len(generators_of(t))) for t in TASKS}
+        by_scale = {}
+        for s in acc["scales"]:
+            by_scale[s] = [make_item(g, -1 - i, s * training_length(g))
+                           for t in TASKS for g in generators_of(t) for i in range(per[t])]
+        acc["prompt_tokens"], acc["task_prompt_tokens"] = item_lengths(by_scale)
+    return cap
 
 
 def item_lengths(items_by_scale: dict[int, list[Item]]) -> tuple[dict, dict]:
@@ -340,9 +355,12 @@ def run(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda given but torch.cuda.is_available() is False on this machine")
     if prefill_chunk is None:
-        from backends.engine.config import EngineConfig
+        try:
+            from backends.engine.config import EngineConfig
 
-        prefill_chunk = EngineConfig().max_num_batched_tokens
+            prefill_chunk = EngineConfig().max_num_batched_tokens
+        except ImportError:  # a bare GPU image without pydantic-settings: the engine's default
+            prefill_chunk = 512
     if batch_tokens is None:
         batch_tokens = 131_072 if dev.type == "cuda" else 16_384
     if threads:
@@ -354,14 +372,17 @@ def run(
     items_by_scale: dict[int, list[Item]] = {}
     if accuracy:
         items_by_scale = {s: cell_items(items, s) for s in scales}
-        gen_tok, task_tok = item_lengths(items_by_scale)
         cap["accuracy"] = {
             **env, "wall_s": 0.0, "scales": scales, "items_per_cell": items,
             "seeds": "-1..-n per generator (training uses seeds >= 0)",
             "generators": {g: {"task": GENERATORS[g][0], "training_length": training_length(g),
                                "items": per_generator(items, GENERATORS[g][0])} for g in sorted(GENERATORS)},
-            "prompt_tokens": gen_tok, "task_prompt_tokens": task_tok, "families": {},
+            "families": {},
         }
+        try:
+            ensure_lengths(cap)
+        except ImportError as exc:  # filled in later by whoever reads the file (policy fit, doc, merge)
+            log(f"prompt lengths left for later ({exc})")
     if cost:
         cap["cost"][dev.type] = {**env, "prefill_chunk": prefill_chunk, "decode_steps": decode_steps,
                                  "budget_s": cost_budget_s, "families": {}}
@@ -429,16 +450,20 @@ def load(path: str | Path) -> dict[str, Any]:
     cap = json.loads(Path(path).read_text())
     if cap.get("schema") != SCHEMA:
         raise ValueError(f"{path}: not a capability file (schema {cap.get('schema')!r}, expected {SCHEMA!r})")
-    return cap
+    return ensure_lengths(cap)
 
 
 def save(cap: dict[str, Any], out_dir: Path) -> list[Path]:
     """capability.json and the figures into out_dir; returns the paths written."""
-    from evals import capability_plots
-
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "capability.json"
     path.write_text(json.dumps(cap, indent=1) + "\n")
+    try:
+        from evals import capability_plots
+    except ImportError as exc:  # no matplotlib where it ran: `capability-merge` of the file draws them later
+        print(f"figures not drawn ({exc}); `python -m evals capability-merge {path} --out {out_dir}` draws them",
+              file=sys.stderr)
+        return [path]
     return [path, *capability_plots.render(cap, out_dir)]
 
 
@@ -467,3 +492,48 @@ def cost_device(cap: dict[str, Any], prefer: str | None = None) -> str | None:
         if d and d in have:
             return d
     return None
+
+
+# ----------------------------------------------------------------------------- plain entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m evals.capability`: the measurement alone (torch only, no typer / pydantic / matplotlib
+    needed), for bare GPU images; `python -m evals capability` is the same run with the project's CLI."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m evals.capability", description=main.__doc__)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--models-dir", type=Path, default=Path("models"))
+    p.add_argument("--families", nargs="+", default=None)
+    p.add_argument("--items", type=int, default=200)
+    p.add_argument("--scales", type=int, nargs="+", default=list(DEFAULT_SCALES))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    p.add_argument("--no-accuracy", action="store_true")
+    p.add_argument("--no-cost", action="store_true")
+    p.add_argument("--cost-lengths", type=int, nargs="+", default=list(DEFAULT_COST_LENGTHS))
+    p.add_argument("--decode-steps", type=int, default=16)
+    p.add_argument("--cost-budget-s", type=float, default=90.0)
+    p.add_argument("--batch-tokens", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    out: Path = a.out
+
+    def partial(cap: dict[str, Any]) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "capability.partial.json").write_text(json.dumps(cap, indent=1))
+
+    cap = run(models_dir=a.models_dir, families=a.families, items=a.items, scales=a.scales, device=a.device,
+              dtype=a.dtype, accuracy=not a.no_accuracy, cost=not a.no_cost, cost_lengths=a.cost_lengths,
+              decode_steps=a.decode_steps, cost_budget_s=a.cost_budget_s, batch_tokens=a.batch_tokens,
+              repeats=a.repeats, threads=a.threads, log=lambda m: print(m, file=sys.stderr, flush=True),
+              progress=partial)
+    written = save(cap, out)
+    (out / "capability.partial.json").unlink(missing_ok=True)
+    print("wrote " + ", ".join(str(x) for x in written))
+
+
+if __name__ == "__main__":
+    main()

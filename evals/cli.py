@@ -171,19 +171,24 @@ def _capability(path: Path) -> dict:
         raise typer.Exit(1) from None
 
 
+def _split(values: list[str] | None) -> list[str]:
+    """Repeated options and comma/space-separated lists alike: --scales 1,2,4,8 or --scales 1 --scales 2."""
+    return [v for item in values or [] for v in item.replace(",", " ").split()]
+
+
 @app.command()
 def capability(
     out: Annotated[Path, typer.Option(help="Folder for capability.json and the figures.")],
-    families: Annotated[list[str] | None, typer.Option(help="Families to measure (default: all under --models-dir).")]
-    = None,
+    families: Annotated[list[str] | None, typer.Option(help="Families to measure, e.g. transformer,rwkv (default: "
+                                                            "all under --models-dir).")] = None,
     models_dir: Annotated[Path, typer.Option(help="Holds one checkpoint folder per family.")] = Path("models"),
     items: Annotated[int, typer.Option(help="Items per (task, scale) cell, spread over the task's generators.")] = 200,
-    scales: Annotated[list[int] | None, typer.Option(help="Length scales (x training length) [1 2 4 8].")] = None,
+    scales: Annotated[list[str] | None, typer.Option(help="Length scales (x training length) [1,2,4,8].")] = None,
     device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="Weights dtype as served: float32, bfloat16, float16.")] = "float32",
     accuracy: Annotated[bool, typer.Option(help="Measure accuracy.")] = True,
     cost: Annotated[bool, typer.Option(help="Measure prefill/decode cost and state bytes.")] = True,
-    cost_lengths: Annotated[list[int] | None, typer.Option(help="Prompt lengths for cost [256 1024 4096 16384].")]
+    cost_lengths: Annotated[list[str] | None, typer.Option(help="Prompt lengths for cost [256,1024,4096,16384].")]
     = None,
     decode_steps: Annotated[int, typer.Option(help="Decode steps timed per length.")] = 16,
     cost_budget_s: Annotated[float, typer.Option(help="Time budget per family for the cost lengths.")] = 90.0,
@@ -213,9 +218,11 @@ def capability(
                                                                 indent=1))
 
     try:
-        cap = C.run(models_dir=models_dir, families=families or None, items=items,
-                    scales=scales or C.DEFAULT_SCALES, device=device, dtype=dtype, accuracy=accuracy, cost=cost,
-                    cost_lengths=cost_lengths or C.DEFAULT_COST_LENGTHS, decode_steps=decode_steps,
+        cap = C.run(models_dir=models_dir, families=_split(families) or None, items=items,
+                    scales=[int(s) for s in _split(scales)] or C.DEFAULT_SCALES, device=device, dtype=dtype,
+                    accuracy=accuracy, cost=cost,
+                    cost_lengths=[int(n) for n in _split(cost_lengths)] or C.DEFAULT_COST_LENGTHS,
+                    decode_steps=decode_steps,
                     cost_budget_s=cost_budget_s, batch_tokens=batch_tokens, repeats=repeats, threads=threads,
                     log=lambda m: typer.echo(m, err=True), progress=partial)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -44,7 +44,7 @@ def test_capability_command_on_tiny_models(tiny_models, tmp_path):
     # one scale keeps the CPU references (sequential recurrences) quick; scales are exercised below
     res = CliRunner().invoke(evals_app, [
         "capability", "--out", str(out), "--models-dir", str(tiny_models), "--items", "2", "--scales", "1",
-        "--cost-lengths", "16", "--cost-lengths", "48", "--decode-steps", "2", "--repeats", "1",
+        "--cost-lengths", "16,48", "--decode-steps", "2", "--repeats", "1",
     ])
     assert res.exit_code == 0, res.output
     cap = json.loads((out / "capability.json").read_text())
@@ -97,9 +97,11 @@ def test_capability_command_on_tiny_models(tiny_models, tmp_path):
     assert len(merged["runs"]) == len(again["runs"]) + len(other["runs"])
 
 
-def test_scales_lengthen_the_items(tiny_models):
-    cap = C.run(models_dir=tiny_models, families=["transformer", "mamba"], items=1, scales=[1, 2], cost=False,
-                log=lambda m: None)
+def test_scales_lengthen_the_items(tiny_models, tmp_path):
+    # the plain entry point (`python -m evals.capability`, for bare GPU images) writes the same file
+    C.main(["--out", str(tmp_path), "--models-dir", str(tiny_models), "--families", "transformer", "mamba",
+            "--items", "1", "--scales", "1", "2", "--no-cost"])
+    cap = C.load(tmp_path / "capability.json")
     acc = cap["accuracy"]
     assert set(acc["families"]) == {"transformer", "mamba"} and cap["cost"] == {}
     for g, by_scale in acc["prompt_tokens"].items():
