@@ -104,10 +104,12 @@ def claims(cap: dict[str, Any]) -> list[dict[str, str]]:
         ev = f"{f} {a1:.2f} at {first[0]}x, {al:.2f} mean at {later[0]}x..{later[-1]}x; chance {c:.2f}"
         above = al - c > margin(al, c, n, Z)
         kept = a1 - al <= margin(a1, al, n, Z)
-        verdict = "held" if above and kept else "partly" if above else "not held"
+        learnt = a1 - c > margin(a1, c, n, Z)
+        verdict = "held" if above and kept else "partly" if above else "not held" if learnt else "inconclusive"
         row(f"{label} can track state past its training length", verdict, ev,
             "held when its state-tracking accuracy past 1x is above chance by more than the margin and within the "
-            "margin of its 1x accuracy; partly when above chance but lower")
+            "margin of its 1x accuracy; partly when above chance but lower; inconclusive when neither its 1x nor its "
+            "longer accuracy is above chance by the margin (it did not learn the task at all)")
 
     # 4: cost claims, per device
     for dev, rec in sorted((cap.get("cost") or {}).items()):

@@ -272,8 +272,8 @@ def fit_policy(
         fits = [f for f in sorted(families, key=lambda f: -mean[f]) if ctx[f] > lim]
         L.append(f"  # Past {lim - DEFAULT_MAX_TOKENS} prompt tokens (a {lim}-token context less a "
                  f"{DEFAULT_MAX_TOKENS}-token answer) only {', '.join(fits)} fit; the")
-        L.append(f"  # matrix stops at {scales[-1]}x, so cost decides among them ({source}: contexts "
-                 + ", ".join(f"{f} {ctx[f]}" for f in families) + ").")
+        L.append(f"  # matrix stops at {scales[-1]}x, so cost decides among them.")
+        L.append("  # Context lengths: " + ", ".join(f"{f} {ctx[f]}" for f in families) + ".")
         L.append("  - name: beyond-context")
         short = ", ".join(f for f in families if ctx[f] <= lim)
         L.append(f"    description: {_flow(f'prompt past the {lim}-token context of {short}')}")
@@ -296,7 +296,9 @@ def fit_policy(
             bound = "" if s.upper is None else f"prompt_tokens < {s.upper}"
             if lower is not None:
                 bound = f"prompt_tokens >= {lower}" + (f" and < {s.upper}" if s.upper is not None else "")
-            L.append(f"  # {task} at {sx(s.scales)}{f' ({bound})' if bound else ''}: {accs} ({source}).")
+            L.append(f"  # {task} at {sx(s.scales)}{f' ({bound})' if bound else ''}, accuracy at "
+                     f"{'/'.join(x + 'x' for x in s.scales)} ({source}):")
+            L.append(f"  #   {accs}.")
             if s.floor:
                 L.append(f"  # No family reaches {FLOOR} here, so quality does not decide: the cheapest answers.")
             elif len(s.tied) > 1:
@@ -319,8 +321,8 @@ def fit_policy(
     if n_rules == 0:
         L[-1] = "rules: []"
     L.append("")
-    L.append("# Default: the best mean accuracy over all tasks and lengths: "
-             + ", ".join(f"{f} {mean[f]:.3f}" for f in sorted(families, key=lambda f: -mean[f])) + f" ({source}).")
+    L.append(f"# Default: the best mean accuracy over all tasks and lengths ({source}):")
+    L.append("#   " + ", ".join(f"{f} {mean[f]:.3f}" for f in sorted(families, key=lambda f: -mean[f])) + ".")
     if skipped:
         L.append(f"# No rule for {', '.join(skipped)}: the measured choice there is the default route.")
     L.append("default:")

@@ -246,7 +246,8 @@ def test_policy_fit_orders_rules_and_passes_the_loader(tmp_path):
     assert rules["state-tracking-2x-8x"].route == "zoo-rwkv"
     assert set(rules["long-document"].route.cheapest) == set(names.values())  # nobody learnt it
     assert set(rules["beyond-context"].route.cheapest) == {"zoo-mamba", "zoo-rwkv", "zoo-xlstm"}
-    assert "# state_tracking at 2x..8x (prompt_tokens >= 141): rwkv 0.85/0.84/0.83" in text
+    assert "# state_tracking at 2x..8x (prompt_tokens >= 141), accuracy at 2x/4x/8x (capability.json):\n" in text
+    assert "  #   rwkv 0.85/0.84/0.83, xlstm 0.50/0.50/0.50," in text
     # the catalogue holds the fitted curves: attention quadratic, recurrent linear
     assert pol.backends["zoo-transformer"].cost.prefill_ms.per_token_sq > 0
     assert pol.backends["zoo-rwkv"].cost.prefill_ms.per_token_sq == 0
