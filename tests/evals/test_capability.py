@@ -147,7 +147,7 @@ def test_exact_match_is_greedy_decoding(family):
 def test_training_evaluate_uses_exact_match():
     from backends.training import evaluate, summarise
 
-    gen = Generator.from_checkpoint("rwkv", "rwkv", ROOT / "models/rwkv", context_length=4096)
+    gen = Generator.from_checkpoint("transformer", "transformer", ROOT / "models/transformer", context_length=4096)
     items = [make_item("fact_qa", -1 - i) for i in range(3)] + [make_item("kv_lookup", -1)]
     ev = evaluate(gen.model, items, torch.device("cpu"))
     assert ev == summarise(items, exact_match(gen.model, items, torch.device("cpu")))
@@ -309,3 +309,10 @@ def test_capability_doc_verdicts_and_lead_prose(tmp_path):
     out.write_text(text.replace(text.split(LEAD_START)[1].split(LEAD_END)[0], "\nThe lead's words.\n"))
     write(cap, cap_path=path, out=out)
     assert "\nThe lead's words.\n" in out.read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_request_without_cuda_says_so(tiny_models, tmp_path):
+    res = CliRunner().invoke(evals_app, ["capability", "--out", str(tmp_path), "--models-dir", str(tiny_models),
+                                         "--device", "cuda"])
+    assert res.exit_code == 1 and "torch.cuda.is_available() is False" in res.output
