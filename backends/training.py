@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from backends.families import family_module
 from backends.tokenizer import ByteTokenizer
-from evals.tasks import GENERATORS, Item, check, make_item, training_length
+from evals.tasks import GENERATORS, Item, make_item, training_length
 from policies.types import TASKS
 
 IGNORE = -100
@@ -156,27 +156,54 @@ def loss_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: to
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, items: list[Item], device: torch.device, batch_size: int = 64
-             ) -> dict[str, Any]:
-    """Greedy exact match, computed teacher-forced: greedy decoding reproduces the answer (and then
-    stops) exactly when the argmax at every answer position is the answer's next byte / the end
-    marker, so one batched forward per chunk gives the same verdict as decoding."""
+def exact_match(model: torch.nn.Module, items: list[Item], device: torch.device, *, batch_tokens: int = 16384,
+                max_batch: int = 256, amp: bool = True) -> list[bool]:
+    """Greedy exact match per item, computed teacher-forced in batches (one verdict per item, in order).
+
+    Greedy decoding of the chat prompt emits exactly the answer bytes and then stops if and only if
+    the argmax at every answer position is the answer's next byte and the argmax after the last byte
+    is an end token (END or EOS, the tokenizer's eos_ids), so the teacher-forced forward gives the
+    greedy verdict without decoding: one batched forward instead of len(answer)+1 steps. It is the
+    verdict of byte-exact decoding, stricter than `evals.tasks.check`'s case/whitespace folding (the
+    answers are lowercase single-spaced, so they differ only when a model emits other case or spacing).
+    The only other difference from step-by-step decoding is floating-point rounding between one long
+    forward and prefill + one-token steps, which can flip an argmax on a near tie.
+
+    Items are sorted by length and batched under `batch_tokens` (padded rows x length), right-padded:
+    causal models never see the padding before the positions scored. `amp`: bf16 autocast on CUDA
+    (training's periodic eval); the capability run passes False to score the served dtype.
+    """
     was_training = model.training
     model.eval()
-    correct: list[bool] = []
-    for s in range(0, len(items), batch_size):
-        chunk = items[s : s + batch_size]
-        x, y = collate([encode(it) for it in chunk])
-        with autocast(device):
+    enc = [encode(it) for it in items]
+    order = sorted(range(len(items)), key=lambda i: len(enc[i][0]))
+    correct = [False] * len(items)
+    ends = torch.tensor(sorted(TOK.eos_ids))
+    s = 0
+    while s < len(order):
+        # the longest row is the last one of a length-sorted chunk, so its length sizes the batch
+        n = 1
+        while s + n < len(order) and n < max_batch and (n + 1) * len(enc[order[s + n]][0]) <= batch_tokens:
+            n += 1
+        chunk = order[s : s + n]
+        x, y = collate([enc[i] for i in chunk])
+        with autocast(device) if amp else torch.autocast(device.type, enabled=False):
             logits, _ = model(x.to(device), None)
         pred = logits.argmax(-1).cpu()
         mask = y != IGNORE
-        ok = ((pred == y) | ~mask).all(-1)
-        for it, row_ok, p, m in zip(chunk, ok.tolist(), pred, mask, strict=True):
-            # the decoded answer bytes, checked with the suite's own checker as well
-            text = TOK.decode([t for t in p[m].tolist() if t < 256])
-            correct.append(bool(row_ok) and check(it, text))
+        is_end = torch.zeros_like(mask)
+        is_end[mask] = y[mask] == TOK.END
+        ok = (((pred == y) | ~mask) | (is_end & torch.isin(pred, ends))).all(-1)
+        correct_rows = ok.tolist()
+        for i, row_ok in zip(chunk, correct_rows, strict=True):
+            correct[i] = bool(row_ok)
+        s += n
     model.train(was_training)
+    return correct
+
+
+def summarise(items: list[Item], correct: list[bool]) -> dict[str, Any]:
+    """Accuracy overall, per task (in TASKS order) and per generator."""
     per_task: dict[str, list[bool]] = {}
     per_gen: dict[str, list[bool]] = {}
     for it, c in zip(items, correct, strict=True):
@@ -188,6 +215,12 @@ def evaluate(model: torch.nn.Module, items: list[Item], device: torch.device, ba
         "per_generator": {g: sum(v) / len(v) for g, v in sorted(per_gen.items())},
         "items": len(items),
     }
+
+
+def evaluate(model: torch.nn.Module, items: list[Item], device: torch.device, batch_size: int = 64
+             ) -> dict[str, Any]:
+    """Held-out accuracy summary (training's periodic and final eval): `exact_match` + `summarise`."""
+    return summarise(items, exact_match(model, items, device, max_batch=batch_size))
 
 
 def evaluate_guarded(model: torch.nn.Module, items: list[Item], device: torch.device) -> dict[str, Any]:

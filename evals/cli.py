@@ -156,3 +156,140 @@ def replay(
     typer.echo(f"{res['records']} recorded decisions re-decided with {pol.id}: {res['changed']} would change")
     for move, n in sorted(res["moves"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {n:>6}  {move}")
+
+
+# ----------------------------------------------------------------------------- capability matrix
+
+
+def _capability(path: Path) -> dict:
+    from evals.capability import load
+
+    try:
+        return load(path)
+    except (OSError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Repeated options and comma/space-separated lists alike: --scales 1,2,4,8 or --scales 1 --scales 2."""
+    return [v for item in values or [] for v in item.replace(",", " ").split()]
+
+
+@app.command()
+def capability(
+    out: Annotated[Path, typer.Option(help="Folder for capability.json and the figures.")],
+    families: Annotated[list[str] | None, typer.Option(help="Families to measure, e.g. transformer,rwkv (default: "
+                                                            "all under --models-dir).")] = None,
+    models_dir: Annotated[Path, typer.Option(help="Holds one checkpoint folder per family.")] = Path("models"),
+    items: Annotated[int, typer.Option(help="Items per (task, scale) cell, spread over the task's generators.")] = 200,
+    scales: Annotated[list[str] | None, typer.Option(help="Length scales (x training length) [1,2,4,8].")] = None,
+    device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Weights dtype as served: float32, bfloat16, float16.")] = "float32",
+    accuracy: Annotated[bool, typer.Option(help="Measure accuracy.")] = True,
+    cost: Annotated[bool, typer.Option(help="Measure prefill/decode cost and state bytes.")] = True,
+    cost_lengths: Annotated[list[str] | None, typer.Option(help="Prompt lengths for cost [256,1024,4096,16384].")]
+    = None,
+    decode_steps: Annotated[int, typer.Option(help="Decode steps timed per length.")] = 16,
+    cost_budget_s: Annotated[float, typer.Option(help="Time budget per family for the cost lengths.")] = 90.0,
+    batch_tokens: Annotated[int | None, typer.Option(help="Padded tokens per accuracy batch.")] = None,
+    repeats: Annotated[int, typer.Option(help="Prefill timings per length (the fastest is kept).")] = 3,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's).")] = None,
+    merge: Annotated[bool, typer.Option(help="Merge into --out's existing capability.json: cost per device type "
+                                              "(this run's replaces the same type); accuracy from this run if it "
+                                              "measured one, else the file's.")] = False,
+) -> None:
+    """Measure the capability matrix: accuracy per family x task x length, and serving cost."""
+    from evals import capability as C
+
+    if dtype not in C.DTYPES:
+        typer.echo(f"--dtype must be one of {', '.join(C.DTYPES)}", err=True)
+        raise typer.Exit(2)
+    if not accuracy and not cost:
+        typer.echo("nothing to measure (--no-accuracy and --no-cost)", err=True)
+        raise typer.Exit(2)
+    existing = out / "capability.json"
+    base = _capability(existing) if merge and existing.is_file() else None
+    pick = "other" if accuracy else "base"  # this run's accuracy when it measured one
+
+    def partial(cap: dict) -> None:  # after each family: a run stopped by a time limit keeps its measurements
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "capability.partial.json").write_text(json.dumps(C.merge(base, cap, accuracy_from=pick) if base else cap,
+                                                                indent=1))
+
+    try:
+        cap = C.run(models_dir=models_dir, families=_split(families) or None, items=items,
+                    scales=[int(s) for s in _split(scales)] or C.DEFAULT_SCALES, device=device, dtype=dtype,
+                    accuracy=accuracy, cost=cost,
+                    cost_lengths=[int(n) for n in _split(cost_lengths)] or C.DEFAULT_COST_LENGTHS,
+                    decode_steps=decode_steps,
+                    cost_budget_s=cost_budget_s, batch_tokens=batch_tokens, repeats=repeats, threads=threads,
+                    log=lambda m: typer.echo(m, err=True), progress=partial)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        typer.echo(f"capability: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if base is not None:
+        cap = C.merge(base, cap, accuracy_from=pick)
+    written = C.save(cap, out)
+    (out / "capability.partial.json").unlink(missing_ok=True)
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@app.command("capability-merge")
+def capability_merge(
+    files: Annotated[list[Path], typer.Argument(help="capability.json files; accuracy from the first that has it.")],
+    out: Annotated[Path, typer.Option(help="Folder for the merged capability.json and figures.")],
+) -> None:
+    """Combine capability runs (e.g. accuracy + CUDA cost from the GPU, CPU cost from here)."""
+    from evals import capability as C
+
+    caps = [_capability(f) for f in files]
+    merged = caps[0]
+    for c in caps[1:]:
+        merged = C.merge(merged, c)
+    written = C.save(merged, out)
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@app.command("capability-labels")
+def capability_labels(
+    capability: Annotated[Path, typer.Option(help="capability.json.")],
+    out: Annotated[Path, typer.Option(help="Labelled JSONL to write.")] = Path("evals/data/labelled_capability.jsonl"),
+    per_cell: Annotated[int, typer.Option(help="Items per (generator, scale) cell.")] = 10,
+    names: Annotated[str | None, typer.Option(help="Backend names: family=name,... (default: family names).")] = None,
+    cost_device: Annotated[str | None, typer.Option(help="Cost curves of: cuda or cpu (default: cuda if measured).")]
+    = None,
+    unsolved: Annotated[bool, typer.Option(help="Keep items no family answered (labelled with the cheapest).")]
+    = True,
+) -> None:
+    """Labelled prompts whose best_backend is the cheapest family that answered correctly."""
+    from evals.capability_labels import build
+    from evals.policy_fit import parse_names
+    from policies.labelled import write_labelled
+
+    try:
+        records = build(_capability(capability), names=parse_names(names), per_cell=per_cell, cost_dev=cost_device,
+                        include_unsolved=unsolved)
+    except ValueError as exc:
+        typer.echo(f"capability-labels: {exc}", err=True)
+        raise typer.Exit(1) from None
+    write_labelled(out, records)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.best_backend or "-"] = counts.get(r.best_backend or "-", 0) + 1
+    shares = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    typer.echo(f"{out}: {len(records)} prompts; best_backend {shares}")
+
+
+@app.command("capability-doc")
+def capability_doc(
+    capability: Annotated[Path, typer.Option(help="capability.json (its folder holds the figures).")],
+    out: Annotated[Path, typer.Option(help="Markdown page to write.")] = Path("docs/capability.md"),
+) -> None:
+    """Write the capability page: tables, figures and the computed verdicts on the design's claims."""
+    from evals.capability_doc import claims, write
+
+    cap = _capability(capability)
+    write(cap, cap_path=capability, out=out)
+    verdicts = ", ".join(f"{c['claim']}: {c['verdict']}" for c in claims(cap))
+    typer.echo(f"wrote {out} ({verdicts})")

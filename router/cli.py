@@ -197,6 +197,41 @@ def policy_check(files: Annotated[list[Path], typer.Argument(help="Policy YAML f
     raise typer.Exit(1 if bad else 0)
 
 
+@policy_app.command("fit")
+def policy_fit(
+    capability: Annotated[Path, typer.Option(help="capability.json from `python -m evals capability`.")],
+    out: Annotated[Path, typer.Option(help="Where to write the proposed policy YAML.")],
+    base: Annotated[Path | None, typer.Option(help="Policy whose name, classifier and backend settings to keep.")]
+    = None,
+    names: Annotated[str | None, typer.Option(help="Backend names: family=name,... (default: the family names).")]
+    = None,
+    cost_device: Annotated[str | None, typer.Option(help="Cost measurements to fit: cuda or cpu (default: cuda if "
+                                                         "measured).")] = None,
+    z: Annotated[float, typer.Option(help="Families within z standard errors of the best count as tied.")] = 1.96,
+    gpu_hour_price: Annotated[float, typer.Option(help="Notional price per GPU-hour for the cost model.")] = 2.0,
+    name: Annotated[str | None, typer.Option(help="Policy name (default: the base's, else 'capability').")] = None,
+) -> None:
+    """Propose a readable policy from a capability matrix; the result is checked before it is written."""
+    from evals.capability import load
+    from evals.policy_fit import fit_policy, parse_names, read_base
+    from policies.loader import PolicyError, parse_policy
+
+    try:
+        text = fit_policy(load(capability), base=read_base(base), names=parse_names(names), cost_dev=cost_device,
+                          z=z, gpu_hour_price=gpu_hour_price, source=capability.name, name=name)
+    except (OSError, ValueError, KeyError) as exc:
+        typer.echo(f"policy fit: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        pol = parse_policy(text, file=str(out))
+    except PolicyError as exc:
+        typer.echo(f"the fitted policy does not pass the checks (a bug):\n{exc}", err=True)
+        raise typer.Exit(1) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    typer.echo(f"{out}: {len(pol.rules)} rules over {len(pol.backends)} backends ({pol.id})")
+
+
 @app.command()
 def route(
     prompt: Annotated[str, typer.Option(help="The prompt (user message) to route.")],
