@@ -62,7 +62,7 @@ def item_near(name: str, seed: int, target_tokens: int) -> Item:
     """The item of generator `name` whose prompt is nearest `target_tokens` bytes, found by scaling its knob."""
     length = GENERATORS[name][2]
     best: Item | None = None
-    for _ in range(4):  # prompts grow about linearly in the knob; a few rescalings land within a few percent
+    for _ in range(8):  # prompts grow about linearly in the knob; a few rescalings land within a few percent
         item = make_item(name, seed, length)
         size = len(item.prompt.encode("utf-8")) + TEMPLATE_TOKENS
         if best is None or abs(size - target_tokens) < abs(len(best.prompt.encode()) + TEMPLATE_TOKENS - target_tokens):
@@ -122,7 +122,7 @@ class GpuSampler:
         except OSError:
             return f"pid{pid}"
         if "backend-" in title:
-            return title.split("backend-", 1)[1].split()[0].split(":")[0]
+            return title.split("backend-", 1)[1].split()[0].split(":")[0].split(".")[0]  # "<name>.<method>" while busy
         return "embedded" if "serve --embedded" in title or "bench_cluster" in title else f"pid{pid}"
 
     def _sample(self) -> dict[str, Any]:
@@ -540,7 +540,7 @@ def main() -> None:
         if ray_started:
             import ray
 
-            meta["ray"] = ray.__version__
+            meta["ray"] = f"{ray.__version__} ({Path(ray.__file__).parent})"
         report: dict[str, Any] = {"meta": meta, "phases": {}}
         records = a.out / "requests.jsonl"
         records.write_text("")

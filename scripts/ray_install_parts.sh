@@ -12,11 +12,17 @@ SRC=${1:-.device/ray}
 DEST=${RAYBUNDLE:-/root/raybundle}
 SITE=${RAYSITE:-/tmp/site}
 PY=${PY:-python3}
+IMPORTS=${IMPORTS:-ray ray.serve fastapi uvicorn starlette structlog pydantic pydantic_settings redis}
 mkdir -p "$DEST"
 
 check_import() {
-    PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c \
-        "import ray, ray.serve, fastapi, uvicorn, structlog, pydantic_settings; print('ray', ray.__version__, 'serve ok from', ray.__file__)"
+    # shellcheck disable=SC2086
+    PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" "$PY" - $IMPORTS <<'PYEOF'
+import importlib, sys
+for name in sys.argv[1:]:
+    mod = importlib.import_module(name)
+    print(f"import {name}: {getattr(mod, '__version__', '')} {getattr(mod, '__file__', '')}")
+PYEOF
 }
 
 if [[ -f "$DEST/INSTALLED" ]]; then

