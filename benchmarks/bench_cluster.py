@@ -392,7 +392,9 @@ def logical_cpus(doc: dict, policy: Path) -> int:
 
 
 def start_embedded(policy: Path, device: str, port: int, engine_env: dict[str, str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, **engine_env, "PYTHONPATH": str(ROOT), "ARCHROUTER_LOG_FORMAT": "json",
+    # the repo first, then whatever this process was given (the GPU machine's carried packages in /tmp/site)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, **engine_env, "PYTHONPATH": path, "ARCHROUTER_LOG_FORMAT": "json",
            "ARCHROUTER_WATCH_POLICY": "false", "ARCHROUTER_RPM": "100000000", "ARCHROUTER_TPM": "1000000000000",
            "ARCHROUTER_REQUEST_TIMEOUT_S": "1800"}
     env.pop("REDIS_URL", None)
@@ -438,6 +440,11 @@ def table(report: dict[str, Any]) -> str:
         else:
             lines.append(f"{p}: GPU utilisation: {gpu.get('reason', 'n/a')}")
     return "\n".join(lines) + "\n"
+
+
+def _rel(p: Path) -> str:
+    p = p.resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def _fmt(x: Any) -> str:
@@ -531,7 +538,7 @@ def main() -> None:
             "machine": platform.node(), "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "gpus": sampler.names or None, "python": platform.python_version(), "torch": torch.__version__,
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "server": a.start or a.url,
-            "serve_config": str(a.serve_config) if a.serve_config else None, "policy": str(a.policy),
+            "serve_config": str(a.serve_config) if a.serve_config else None, "policy": _rel(a.policy),
             "device": device, "dtype": a.dtype, "requests": a.requests, "concurrency": a.concurrency,
             "prompt_tokens_target": [a.min_prompt, a.max_prompt], "max_tokens": a.max_tokens, "pin": a.pin,
             "seed": a.seed, "startup_s": round(startup_s, 1), "warmup_s": round(warm_s, 1),
