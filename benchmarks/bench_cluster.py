@@ -508,6 +508,8 @@ def main() -> None:
                 ray_init = {"include_dashboard": False, "log_to_driver": False}
                 if device == "cpu":
                     ray_init.update(num_gpus=0, num_cpus=logical_cpus(doc, policy))
+                elif not os.environ.get("RAY_ADDRESS"):  # a local instance: say what torch sees, not what Ray guesses
+                    ray_init["num_gpus"] = torch.cuda.device_count()
                 ray_started = True
                 url = start_ray(doc, ray_init)
         url = url.rstrip("/").removesuffix("/v1")
