@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 
 from tests.conftest import ROOT
@@ -88,6 +89,9 @@ def test_process_titles_name_their_backend(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "ray::ServeReplica:archrouter:"
                              "backend-rwkv.handle_request_streaming"])
     try:
+        end = time.time() + 10  # until the child has exec'd (its cmdline is the parent's before)
+        while GpuSampler._owner(proc.pid) != "rwkv" and time.time() < end:
+            time.sleep(0.05)
         assert GpuSampler._owner(proc.pid) == "rwkv"
     finally:
         proc.kill()
