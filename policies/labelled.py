@@ -6,6 +6,7 @@ ours; `evals.schema` re-exports it for the offline evaluator.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -114,9 +115,17 @@ def parse_lines(lines: Iterable[str], source: str = "<input>") -> list[LabelledP
     return records
 
 
+def _open_text(path: Path, mode: str):
+    # a name ending in .gz is gzip: the large shipped sets are stored compressed (evals/data/*.jsonl.gz)
+    if path.suffix == ".gz":
+        return gzip.open(path, mode + "t", encoding="utf-8")
+    return path.open(mode, encoding="utf-8")
+
+
 def read_labelled(path: str | Path) -> list[LabelledPrompt]:
+    """Read labelled JSONL, gzip-compressed when the name ends in .gz."""
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
+    with _open_text(path, "r") as f:
         return parse_lines(f, str(path))
 
 
@@ -126,7 +135,13 @@ def iter_jsonl(records: Iterable[LabelledPrompt]) -> Iterator[str]:
 
 
 def write_labelled(path: str | Path, records: Iterable[LabelledPrompt]) -> None:
+    """Write labelled JSONL, gzip-compressed when the name ends in .gz (with mtime 0, so the bytes are
+    the same for the same records and the manifest's sha256 is reproducible)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            gz.write("".join(iter_jsonl(records)).encode("utf-8"))
+        return
     with path.open("w", encoding="utf-8") as f:
         f.writelines(iter_jsonl(records))

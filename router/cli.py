@@ -77,17 +77,40 @@ def bind_host(host: str, *, keys_enabled: bool) -> tuple[str, str | None]:
 def _serve_ray(config: Path, overrides: dict) -> None:
     """`serve run` of ray_app.build with config/serve.yaml's arguments, on a local Ray instance
     (or the cluster RAY_ADDRESS names); blocks until Ctrl-C or SIGTERM, then shuts the app down."""
-    import os
     import time
 
     import yaml
 
+    doc = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    start_ray_app(doc, overrides, source=str(config))
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        import ray
+        from ray import serve
+
+        typer.echo("archrouter: shutting down the Serve app", err=True)
+        serve.shutdown()
+        ray.shutdown()
+
+
+def start_ray_app(doc: dict, overrides: dict, *, source: str = "config", ray_init: dict | None = None) -> str:
+    """Start the one application of a Serve config (the parsed YAML) in this process, on a local Ray
+    instance or the cluster RAY_ADDRESS names; `overrides` (policy, device, host, port) win over the
+    config. Returns the API's base URL (".../v1"). benchmarks/bench_cluster.py uses it too."""
+    import os
+
     from router.auth import KeyStore
     from router.settings import Settings
 
-    doc = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
     if len(doc.get("applications") or []) != 1:
-        typer.echo(f"{config}: expected exactly one application (archrouter)", err=True)
+        typer.echo(f"{source}: expected exactly one application (archrouter)", err=True)
         raise typer.Exit(2)
     spec = doc["applications"][0]
     args = dict(spec.get("args") or {})
@@ -113,25 +136,14 @@ def _serve_ray(config: Path, overrides: dict) -> None:
     runtime_env = {**(spec.get("runtime_env") or {}), "env_vars": {**env, **(spec.get("runtime_env") or {})
                                                                     .get("env_vars", {})}}
     # RAY_ADDRESS set: join that cluster; otherwise start a local Ray instance just for this app
-    ray.init(address=os.environ.get("RAY_ADDRESS", "local"), runtime_env=runtime_env)
+    ray.init(address=os.environ.get("RAY_ADDRESS", "local"), runtime_env=runtime_env, **(ray_init or {}))
     serve.start(http_options=http, proxy_location=doc.get("proxy_location", "HeadOnly"))
     name, prefix = spec.get("name", "archrouter"), spec.get("route_prefix", "/")
     serve.run(ray_app.build(args), name=name, route_prefix=prefix)
     url = f"http://{http['host']}:{http['port']}{prefix.rstrip('/')}/v1"
     typer.echo(f"archrouter: Ray Serve app {name!r} serving {args.get('policy', 'config/policy.yaml')} at {url} "
                "(`serve status` shows its deployments; Ctrl-C stops it)", err=True)
-
-    def stop(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        typer.echo("archrouter: shutting down the Serve app", err=True)
-        serve.shutdown()
-        ray.shutdown()
+    return url
 
 
 def _publish_policy(settings) -> None:

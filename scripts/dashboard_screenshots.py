@@ -49,7 +49,7 @@ def local_policy(policy: Path, folder: Path) -> Path:
 def traffic(url: str, stop: threading.Event, seed: int) -> None:
     """Labelled prompts (short enough to answer quickly on a CPU), a few tokens each."""
     rng = random.Random(seed)
-    files = [*sorted((ROOT / "evals/data").glob("*test*.jsonl")), ROOT / "evals/data/handwritten.jsonl"]
+    files = [*sorted((ROOT / "evals/data").glob("*test*.jsonl*")), ROOT / "evals/data/handwritten.jsonl"]
     records = [r for f in files if f.exists() for r in read_labelled(f) if len(r.text()) < 2500]
     with httpx.Client(base_url=url, timeout=120) as c:
         while not stop.is_set():

@@ -1,7 +1,7 @@
 """Seeded generator of labelled prompts for the six task types, and the train/test split.
 
-`python -m evals.labelled --out evals/data --seed 0` writes labelled_train.jsonl, labelled_test.jsonl and
-labelled_manifest.json. How the test split is held out:
+`python -m evals.labelled --out evals/data --seed 0` writes labelled_train.jsonl.gz, labelled_test.jsonl.gz
+(gzip, read back by `read_labelled`) and labelled_manifest.json. How the test split is held out:
   * every item of a *held-out template* (about a quarter of each task's templates, marked in the task
     modules) goes to test, and those items draw names, objects, places... only from the held-out quarter
     of each vocabulary pool (see vocab.py); tag "unseen_template";
@@ -135,8 +135,8 @@ def write_dataset(out: Path, seed: int = 0, per_task: int = 800, handwritten: Pa
     hw = read_labelled(handwritten) if handwritten is not None and Path(handwritten).exists() else []
     gen = generate(seed, per_task)
     train, test = split(gen, hw, seed)
-    write_labelled(out / "labelled_train.jsonl", train)
-    write_labelled(out / "labelled_test.jsonl", test)
+    write_labelled(out / "labelled_train.jsonl.gz", train)
+    write_labelled(out / "labelled_test.jsonl.gz", test)
     manifest = {
         "seed": seed,
         "per_task": per_task,
@@ -150,7 +150,7 @@ def write_dataset(out: Path, seed: int = 0, per_task: int = 800, handwritten: Pa
         "test_by_tag": dict(Counter(t for r in test for t in r.tags)),
         "held_out_templates": sorted(f"{t.task}/{t.name}" for t in TEMPLATES if t.held_out),
         "templates": len(TEMPLATES),
-        "sha256": {p: _sha256(out / p) for p in ("labelled_train.jsonl", "labelled_test.jsonl")},
+        "sha256": {p: _sha256(out / p) for p in ("labelled_train.jsonl.gz", "labelled_test.jsonl.gz")},
     }
     if handwritten is not None and Path(handwritten).exists():
         manifest["sha256"][Path(handwritten).name] = _sha256(Path(handwritten))

@@ -43,7 +43,8 @@ class LabelledSets:
 
     def files(self) -> list[LabelledFile]:
         out = []
-        for path in sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else []:
+        paths = [*self.folder.glob("*.jsonl"), *self.folder.glob("*.jsonl.gz")] if self.folder.is_dir() else []
+        for path in sorted(paths):
             mtime = path.stat().st_mtime
             cached = self._cache.get(path)
             if cached is None or cached[0] != mtime:

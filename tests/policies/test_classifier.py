@@ -16,7 +16,7 @@ from policies.types import TASKS
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models/classifier/task-classifier.json.gz"
 METRICS = ROOT / "models/classifier/metrics.json"
-TEST = ROOT / "evals/data/labelled_test.jsonl"
+TEST = ROOT / "evals/data/labelled_test.jsonl.gz"
 
 
 @pytest.fixture(scope="module")
