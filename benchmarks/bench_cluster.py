@@ -17,7 +17,7 @@ wrong). Then the (a)/(b) ratios. JSON and text go to --out after each phase, req
     # against a running server
     python benchmarks/bench_cluster.py --url http://127.0.0.1:8000 --out runs/cluster
     # start the embedded server (one process, no Ray) or the Ray Serve app in this process
-    python benchmarks/bench_cluster.py --start embedded --policy config/policy.zoo.yaml --out runs/cluster
+    python benchmarks/bench_cluster.py --start embedded --policy config/policy.yaml --out runs/cluster
     python benchmarks/bench_cluster.py --start ray --serve-config config/serve.one-gpu.yaml --out runs/cluster
     # small, on a CPU
     python benchmarks/bench_cluster.py --start embedded --device cpu --requests 24 --concurrency 4 \
@@ -459,7 +459,7 @@ def main() -> None:
     where.add_argument("--start", choices=["embedded", "ray"], help="start the server here")
     ap.add_argument("--serve-config", type=Path, default=None,
                     help="Serve config (--start ray; its runtime_env engine settings apply to --start embedded too)")
-    ap.add_argument("--policy", type=Path, default=ROOT / "config/policy.zoo.yaml")
+    ap.add_argument("--policy", type=Path, default=ROOT / "config/policy.yaml")
     ap.add_argument("--device", default=None, help="torch device for the engines (default: cuda if present)")
     ap.add_argument("--dtype", default=None, help="serve every backend in this dtype (bfloat16 on GPUs)")
     ap.add_argument("--requests", type=int, default=256, help="requests per phase (the same list each phase)")

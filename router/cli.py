@@ -292,7 +292,7 @@ def init_models(
     policy: Annotated[Path, typer.Option(help="Policy whose catalogue to initialise.")] = Path("config/policy.yaml"),
     force: Annotated[bool, typer.Option(help="Overwrite existing checkpoints.")] = False,
 ) -> None:
-    """Create random-weight checkpoints for catalogue entries that have none (until trained ones exist)."""
+    """Create random-weight checkpoints (from their `init` presets) for catalogue entries that have none."""
     from backends.families import init_random
     from policies.loader import load_policy
 
@@ -300,6 +300,8 @@ def init_models(
     for name, spec in pol.backends.items():
         path = Path(spec.checkpoint)
         if (path / "config.json").exists() and not force:
+            kind = "trained" if (path / "training.json").exists() else "present"
+            typer.echo(f"{name}: {spec.family} checkpoint at {path} ({kind})")
             continue
         if spec.init is None:
             typer.echo(f"{name}: no checkpoint at {path} and no `init` preset in the catalogue", err=True)

@@ -1,8 +1,9 @@
 """Screenshots of the dashboard's four views for the README (docs/img/dashboard-*.png).
 
-Serves config/policy.yaml embedded (random-weight checkpoints made in a temporary folder, the shipped
-classifier), sends labelled prompts through /v1/chat/completions from a few threads so every view
-has traffic, and photographs each view with Debian's chromium (the test suite's launcher).
+Serves config/policy.yaml embedded (its checkpoints; random-weight ones made in a temporary folder
+for entries that have none; the shipped classifier), sends labelled prompts through
+/v1/chat/completions from a few threads so every view has traffic, and photographs each view with
+Debian's chromium (the test suite's launcher).
 
     python scripts/dashboard_screenshots.py [--policy config/policy.yaml] [--out docs/img] [--seconds 30]
 """
@@ -32,14 +33,19 @@ from tests.router.conftest import LiveServer, free_port  # noqa: E402
 
 
 def local_policy(policy: Path, folder: Path) -> Path:
-    """The policy with its checkpoints in `folder` (made from its `init` presets) and absolute paths."""
+    """The policy with absolute paths: checkpoints in the repository as they are (the trained zoo),
+    missing ones made in `folder` from their `init` presets."""
     text = policy.read_text()
     spec = yaml.safe_load(text)
     for b in spec["backends"]:
-        path = folder / b["checkpoint"]
-        if not path.exists():
-            init_random(b["family"], b["init"]["preset"], path, seed=b["init"]["seed"])
-    text = re.sub(r"(checkpoint:\s*)(\S+)", lambda m: f"{m.group(1)}{folder / m.group(2)}", text)
+        if not (ROOT / b["checkpoint"] / "config.json").exists():
+            init_random(b["family"], b["init"]["preset"], folder / b["checkpoint"], seed=b["init"]["seed"])
+
+    def absolute(m: re.Match) -> str:
+        ckpt = ROOT / m.group(2)
+        return f"{m.group(1)}{ckpt if (ckpt / 'config.json').exists() else folder / m.group(2)}"
+
+    text = re.sub(r"(checkpoint:\s*)(\S+)", absolute, text)
     text = re.sub(r"^(classifier:\s*)(\S+)", lambda m: f"{m.group(1)}{ROOT / m.group(2)}", text, flags=re.M)
     out = folder / "policy.yaml"
     out.write_text(text)

@@ -17,7 +17,7 @@ from ray.serve.schema import ServeDeploySchema  # noqa: E402
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_cluster import serve_doc  # noqa: E402
 
-ZOO = load_policy(ROOT / "config/policy.zoo.yaml")
+ZOO = load_policy(ROOT / "config/policy.yaml")
 CONFIGS = {"config/serve.multi-gpu.yaml": 1, "config/serve.one-gpu.yaml": 0.25}  # GPUs per family
 
 
@@ -40,7 +40,7 @@ def test_config_is_valid_and_gives_each_family_its_gpu_share(path, gpus):
     [app_spec] = doc["applications"]
     assert app_spec["import_path"] == "ray_app:build"
     args = ray_app.ServeArgs.model_validate(app_spec["args"])
-    assert (ROOT / args.policy).resolve() == (ROOT / "config/policy.zoo.yaml").resolve()
+    assert (ROOT / args.policy).resolve() == (ROOT / "config/policy.yaml").resolve()
     assert set(args.backends) == set(ZOO.backends) == {"transformer", "mamba", "rwkv", "xlstm"}
     assert {ZOO.backends[n].family for n in ZOO.backends} == {"transformer", "mamba", "rwkv", "xlstm"}
     for env in app_spec["runtime_env"]["env_vars"]:
@@ -59,7 +59,7 @@ def test_config_is_valid_and_gives_each_family_its_gpu_share(path, gpus):
 def test_cpu_override_drops_gpus_and_keeps_the_rest(path, tmp_path):
     import ray_app
 
-    doc = serve_doc(ROOT / path, ROOT / "config/policy.zoo.yaml", "cpu", 8123)
+    doc = serve_doc(ROOT / path, ROOT / "config/policy.yaml", "cpu", 8123)
     ServeDeploySchema.model_validate(doc)
     args = doc["applications"][0]["args"]
     assert args["device"] == "cpu" and doc["http_options"]["port"] == 8123
