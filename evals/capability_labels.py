@@ -72,3 +72,28 @@ def build(cap: dict[str, Any], *, names: dict[str, str] | None = None, per_cell:
                           "correct:" + ("+".join(names[f] for f in good) or "none")],
                 ))
     return out
+
+
+TASK_TRAIN_SEED = 10_000_000  # far from the trainer's step-derived seeds and the matrix's negative seeds
+
+
+def task_training_set(per_cell: int = 12, scales: tuple[int, ...] = (1, 2, 4, 8)) -> list[LabelledPrompt]:
+    """Task items as labelled prompts for the *classifier* (task and state_tracking only, no
+    best_backend), so it recognises the zoo's task formats: `per_cell` items per (generator, scale) at
+    seeds from TASK_TRAIN_SEED up, disjoint from the held-out items the matrix and
+    labelled_capability.jsonl use (-1, -2, ...)."""
+    out: list[LabelledPrompt] = []
+    for gen in sorted(GENERATORS):
+        task = GENERATORS[gen][0]
+        for scale in scales:
+            for i in range(per_cell):
+                item = make_item(gen, TASK_TRAIN_SEED + i, scale * training_length(gen))
+                out.append(LabelledPrompt(
+                    id=f"task-{gen}-{scale}x-{i + 1}",
+                    messages=[Message(role="user", content=item.prompt)],
+                    task=task,  # type: ignore[arg-type]
+                    state_tracking=task == "state_tracking",
+                    template=f"tasks/{gen}",
+                    tags=["tasks", f"scale:{scale}x"],
+                ))
+    return out

@@ -281,6 +281,21 @@ def capability_labels(
     typer.echo(f"{out}: {len(records)} prompts; best_backend {shares}")
 
 
+@app.command("task-labels")
+def task_labels(
+    out: Annotated[Path, typer.Option(help="Labelled JSONL(.gz) to write.")] = Path(
+        "evals/data/labelled_tasks_train.jsonl.gz"),
+    per_cell: Annotated[int, typer.Option(help="Items per (generator, scale) cell.")] = 12,
+) -> None:
+    """Task items as classifier training data (seeds disjoint from the capability matrix's)."""
+    from evals.capability_labels import task_training_set
+    from policies.labelled import write_labelled
+
+    records = task_training_set(per_cell)
+    write_labelled(out, records)
+    typer.echo(f"{out}: {len(records)} prompts")
+
+
 @app.command("capability-doc")
 def capability_doc(
     capability: Annotated[Path, typer.Option(help="capability.json (its folder holds the figures).")],

@@ -670,21 +670,26 @@ def _sha256(path: Path) -> str:
 
 
 def train_file(
-    data: Path, out: Path, *, test: Path | None = None, seed: int = 0, command: str | None = None
+    data: Path | Sequence[Path], out: Path, *, test: Path | None = None, seed: int = 0, command: str | None = None
 ) -> dict[str, Any]:
-    """Train on labelled JSONL `data`, save the model to `out` (a file, or a directory that gets
-    task-classifier.json.gz), evaluate on `test` when given; write metrics.json beside the model and
-    return the metrics."""
-    data, out = Path(data), Path(out)
+    """Train on labelled JSONL `data` (one file or several, concatenated), save the model to `out` (a
+    file, or a directory that gets task-classifier.json.gz), evaluate on `test` when given; write
+    metrics.json beside the model and return the metrics."""
+    files = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+    out = Path(out)
     model_path = out if out.suffix in (".json", ".gz") else out / "task-classifier.json.gz"
-    records = read_labelled(data)
+    per_file = [(f, read_labelled(f)) for f in files]
+    records = [r for _, rs in per_file for r in rs]
     clf = train(records, seed=seed)
     clf.save(model_path)
     metrics: dict[str, Any] = {
         "model": str(model_path),
         "seed": seed,
         "command": command,
-        "train": {"file": str(data), "sha256": _sha256(data), "n": len(records)},
+        "train": {
+            "n": len(records),
+            "files": [{"file": str(f), "sha256": _sha256(f), "n": len(rs)} for f, rs in per_file],
+        },
         "model_info": clf.info,
         "model_bytes": model_path.stat().st_size,
     }
@@ -697,13 +702,13 @@ def train_file(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """python -m policies.classifier --data TRAIN.jsonl [--test TEST.jsonl] --out DIR_OR_FILE [--seed N]"""
+    """python -m policies.classifier --data TRAIN.jsonl [MORE ...] [--test TEST.jsonl] --out DIR_OR_FILE [--seed N]"""
     import argparse
     import shlex
     import sys
 
     ap = argparse.ArgumentParser(description="Train the task classifier from labelled JSONL.")
-    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True, nargs="+")
     ap.add_argument("--test", type=Path, default=None)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)

@@ -276,7 +276,7 @@ def route(
 
 @classifier_app.command("train")
 def classifier_train(
-    data: Annotated[Path, typer.Option(help="Labelled JSONL (training split).")],
+    data: Annotated[list[Path], typer.Option(help="Labelled JSONL (training split); repeat to add files.")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
     test: Annotated[Path | None, typer.Option(help="Held-out labelled JSONL to score.")] = None,
 ) -> None:
