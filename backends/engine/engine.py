@@ -245,8 +245,8 @@ class Engine:
             self.scheduler.finish(seq)
             seq.cache = None
             if self.state_cache and seq.pending_snapshot is not None:
-                n, data = seq.pending_snapshot
-                self.state_cache.store(seq.tokens, n, data)
+                n, state = seq.pending_snapshot
+                self.state_cache.store(seq.tokens, n, state.snapshot(0))  # serialised once, at the turn's end
             seq.pending_snapshot = None
         if seq.loop is not None and seq.queue is not None:
             self._outbox.setdefault(seq.loop, []).append((seq.queue, chunk))
@@ -270,13 +270,14 @@ class Engine:
         seq.snapshot_at = target if target > seq.num_computed else 0
 
     def _snapshot_decode_rows(self) -> None:
-        """Keep each decoding row's latest block-aligned state; stored when its turn ends."""
+        """Keep each decoding row's latest block-aligned state, as a copy on the device (cheap); only the
+        last one is serialised and stored, when the turn ends."""
         sc = self.state_cache
         if sc is None:
             return
         for i, seq in enumerate(self.runner.rows):
             if seq.num_computed % sc.block == 0 and seq.num_computed > len(seq.prompt):
-                seq.pending_snapshot = (seq.num_computed, self.runner.cache.snapshot(i))
+                seq.pending_snapshot = (seq.num_computed, self.runner.cache.gather([i]))
 
     def _fail_running(self, err: BaseException) -> None:
         for seq in list(self.scheduler.running):

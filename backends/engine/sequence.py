@@ -46,7 +46,7 @@ class Sequence:
     finish_reason: str | None = None
     prefix_tokens: int = 0  # prompt tokens restored from the state cache
     snapshot_at: int = 0  # prefill stops at this length once so the state cache can keep it
-    pending_snapshot: tuple[int, bytes] | None = None  # latest block-aligned state seen while decoding
+    pending_snapshot: tuple[int, Cache] | None = None  # latest block-aligned state seen while decoding (a copy)
     first_token_at: float | None = None
     # where the step thread batches this request's chunks: all of a step's chunks for one event loop go
     # in one call_soon_threadsafe (one wake-up write a step, not one a token); None: `emit` each chunk
