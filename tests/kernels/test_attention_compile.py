@@ -8,12 +8,9 @@ at a real launch, so the compiled code is the pipelined one (async copies + wgmm
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.kernels.outside_interpreter import run_outside_interpreter
 
 pytest.importorskip("triton")
 
@@ -44,11 +41,7 @@ def test_kernels_compile_for_sm90_pipelined() -> None:
         from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
     except ImportError:
         pytest.skip("Triton's NVIDIA backend is not installed")
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", "import tests.kernels.test_attention_compile as t; t.compile_all()"],
-                          env=env, cwd=root, capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = run_outside_interpreter("import tests.kernels.test_attention_compile as t; t.compile_all()")
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 

@@ -7,12 +7,8 @@ run them on CUDA tensors. `test_zoo_shape_on_gpu` is the zoo model's shape, with
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +16,7 @@ import torch
 from backends.families import family_module
 from kernels.slstm.fused_train import slstm_scan_dense_triton
 from kernels.slstm.train import slstm_scan_dense, slstm_scan_dense_torch, slstm_train_backend
+from tests.kernels.outside_interpreter import run_outside_interpreter
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {"atol": 1e-4, "rtol": 1e-4}
@@ -173,10 +170,7 @@ _COMPILE = textwrap.dedent(
 def test_kernels_compile_for_h100():
     """Compile both kernels for sm_90 (no GPU needed) at D = 16..128: the interpreter checks the math but
     not what only the compiler sees (layouts, tl.dot shapes, shared memory within the H100's 227 KB)."""
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"PYTHONPATH": str(root)}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    run = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, cwd=root)
+    run = run_outside_interpreter(_COMPILE)
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert len(got) == 8

@@ -9,12 +9,11 @@ bf16 inputs (autocast) for the Mamba scan.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.kernels.outside_interpreter import run_outside_interpreter
 
 triton = pytest.importorskip("triton")
 
@@ -69,10 +68,6 @@ def test_training_kernels_compile_for_sm90():
     ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
     if not ptxas.exists():
         pytest.skip("this triton has no bundled ptxas")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = Path(__file__).resolve().parents[2]
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True,
-                          timeout=240)
+    proc = run_outside_interpreter(SCRIPT, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count("compiled") == 7, proc.stdout
