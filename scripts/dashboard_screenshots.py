@@ -120,9 +120,10 @@ def main() -> None:
             page.click("#send-btn")
             expect(page.locator("#answer-meta")).to_contain_text("tokens in")
             editor = page.input_value("#policy-text")
-            edited = editor.replace("state_tracking: {gte: 0.6}", "state_tracking: {gte: 0.4}", 1)
+            # an edit whose decisions differ visibly: send prompts past 400 tokens to the recurrent families
+            edited = editor.replace("prompt_tokens: {gt: 3840}", "prompt_tokens: {gt: 400}", 1)
             page.fill("#policy-text", edited)
-            line = edited[:edited.index("{gte: 0.4}")].count("\n") + 1
+            line = edited[:edited.index("{gt: 400}")].count("\n") + 1
             page.locator("#policy-text").evaluate(  # show the edited rule in the editor
                 f"ta => {{ ta.scrollTop = {max(0, line - 8)} * 20; ta.dispatchEvent(new Event('scroll')); }}")
             page.fill("#diff-limit", "300")
