@@ -11,9 +11,10 @@ number of tokens, and a resumed run continues the same stream. `--out` holds the
 
 On CUDA the training forward must be differentiable. The serving Triton kernels are forward-only, so
 when gradients are on each recurrent family switches to its batched, differentiable training path
-(`kernels/<op>/train.py`: fused Triton forward + backward kernels on CUDA for the Mamba scan and WKV-7,
-torch elsewhere) and the Transformer to RoPE + SDPA in torch. The periodic eval (no gradients) runs
-the serving kernels. ARCHROUTER_NO_TRITON=1 sends everything through the torch references.
+(`kernels/<op>/train.py`: fused Triton forward + backward kernels on CUDA for the Mamba scan, WKV-7 and
+the sLSTM, torch elsewhere; mLSTM chunkwise in torch) and the Transformer to RoPE + SDPA in torch. The
+periodic eval (no gradients) runs the serving kernels. ARCHROUTER_NO_TRITON=1 sends everything through
+the torch references.
 """
 
 from __future__ import annotations

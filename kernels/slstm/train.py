@@ -1,9 +1,9 @@
 """Differentiable sLSTM for training: `slstm_scan_naive`'s recurrence on dense [batch, T] batches.
 
 `slstm_scan_dense` takes `kernels.slstm.fused_train` (a Triton forward and backward, one launch
-each) for CUDA tensors and `slstm_scan_dense_torch` otherwise. The choice does not look at
-ARCHROUTER_NO_TRITON (training sets it to keep the forward-only kernels out of the differentiable
-path); ARCHROUTER_SLSTM_TRAIN=torch|triton forces one (triton on CPU runs in the interpreter).
+each) for CUDA tensors and `slstm_scan_dense_torch` otherwise, or when ARCHROUTER_NO_TRITON=1 (as
+the other training paths); ARCHROUTER_SLSTM_TRAIN=torch|triton forces one (triton on CPU runs in the
+interpreter).
 
 The torch path: one loop over T vectorised over batch x heads (the recurrent matmul is one batched
 matmul per step, the input projections and bias are added once up front), differentiated by
@@ -27,7 +27,8 @@ def slstm_train_backend(x: torch.Tensor) -> str:
         return forced
     if forced:
         raise ValueError(f"ARCHROUTER_SLSTM_TRAIN={forced!r}: expected 'torch' or 'triton'")
-    return "triton" if x.is_cuda and triton_installed() else "torch"
+    no_triton = os.environ.get("ARCHROUTER_NO_TRITON") == "1"
+    return "triton" if x.is_cuda and triton_installed() and not no_triton else "torch"
 
 
 def slstm_scan_dense(

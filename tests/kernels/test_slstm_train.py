@@ -104,10 +104,12 @@ def test_bf16_inputs():
 def test_dispatch(monkeypatch):
     x = torch.zeros(1, 1, 4, 1, 16)
     monkeypatch.delenv("ARCHROUTER_SLSTM_TRAIN", raising=False)
-    monkeypatch.setenv("ARCHROUTER_NO_TRITON", "1")  # training sets it; the training path ignores it
-    assert slstm_train_backend(x) == "torch"
+    monkeypatch.delenv("ARCHROUTER_NO_TRITON", raising=False)
+    assert slstm_train_backend(x) == "torch"  # CPU tensors
     if torch.cuda.is_available():
         assert slstm_train_backend(x.cuda()) == "triton"
+        monkeypatch.setenv("ARCHROUTER_NO_TRITON", "1")  # the references everywhere, as the other paths
+        assert slstm_train_backend(x.cuda()) == "torch"
     monkeypatch.setenv("ARCHROUTER_SLSTM_TRAIN", "triton")
     assert slstm_train_backend(x) == "triton"
     monkeypatch.setenv("ARCHROUTER_SLSTM_TRAIN", "fast")
