@@ -27,7 +27,10 @@ class EngineConfig(BaseSettings):
     # recurrent-state prefix cache: "auto" = on for recurrent families, off for attention
     state_cache: Literal["auto", "on", "off"] = "auto"
     state_cache_block: int = Field(32, gt=0)  # snapshots sit at multiples of this many tokens
-    state_cache_ttl_s: int = Field(3600, gt=0)  # Redis only
+    # in-process tier: states kept as tensors on the model's device (GPU memory on CUDA), LRU past this
+    state_cache_local_bytes: int = Field(1 << 30, ge=0)
+    # the byte tier (Redis when `redis_url` is set: shared by replicas), written behind by a thread
+    state_cache_ttl_s: int = Field(3600, gt=0)
     state_cache_max_bytes: int = Field(1 << 30, gt=0)
     # decode steps of the fixed-state families (Mamba, RWKV-7, xLSTM) replayed from CUDA graphs captured
     # per batch-size bucket (CUDA only; off by default until measured; a capture failure falls back to eager)

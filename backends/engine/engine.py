@@ -20,13 +20,13 @@ import structlog
 import torch
 
 from backends import families
-from backends.base import CausalLM
+from backends.base import Cache, CausalLM
 from backends.engine.config import EngineConfig
 from backends.engine.graphs import DecodeGraphs
 from backends.engine.runner import ModelRunner
 from backends.engine.scheduler import Scheduler
 from backends.engine.sequence import Sequence, Status
-from backends.engine.state_cache import MemoryStateStore, RedisStateStore, StateCache, StateStore
+from backends.engine.state_cache import RedisStateStore, StateCache, StateStore
 from backends.generator import is_trained
 from backends.protocol import BackendError, BackendInfo, ContextLengthExceeded, GenerationChunk, GenerationRequest
 from backends.sampling import is_greedy
@@ -56,10 +56,11 @@ def _deliver(items: list[tuple[asyncio.Queue, GenerationChunk]]) -> None:
         queue.put_nowait(chunk)
 
 
-def build_state_store(config: EngineConfig) -> StateStore:
+def build_state_store(config: EngineConfig) -> StateStore | None:
+    """The byte tier behind the in-process one: Redis when configured (shared by replicas), else none."""
     if config.redis_url:
         return RedisStateStore(config.redis_url, ttl_s=config.state_cache_ttl_s, max_bytes=config.state_cache_max_bytes)
-    return MemoryStateStore(config.state_cache_max_bytes)
+    return None
 
 
 class Engine:
@@ -91,7 +92,13 @@ class Engine:
             store = state_store if state_store is not None else build_state_store(self.config)
             dtype = dtype or next(model.parameters()).dtype
             namespace = f"{info.name}|{info.family}|{checkpoint_fingerprint(info.checkpoint)}|{dtype}"
-            self.state_cache = StateCache(store, namespace, block=self.config.state_cache_block)
+            cache_type = self.runner.cache_type
+
+            def restore(data: bytes) -> Cache:
+                return cache_type.restore(data, device=device)
+
+            self.state_cache = StateCache(store, namespace, block=self.config.state_cache_block, restore=restore,
+                                          local_bytes=self.config.state_cache_local_bytes)
         self.counters = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "prefill_tokens": 0,
                          "steps": 0, "step_errors": 0}
         self._ids = itertools.count()
@@ -170,6 +177,8 @@ class Engine:
         with self.scheduler.lock:
             self.scheduler.work.notify_all()
         await asyncio.to_thread(self._thread.join, 30)
+        if self.state_cache is not None:
+            await asyncio.to_thread(self.state_cache.close)
 
     def stats(self) -> dict[str, float]:
         """Plain numbers for /metrics and the policy's `queue_depth.<backend>` feature."""
@@ -223,7 +232,7 @@ class Engine:
         for seq, n in plan.prefill:
             self.counters["prefill_tokens"] += n
             if self.state_cache and seq.snapshot_at and seq.num_computed == seq.snapshot_at:
-                self.state_cache.store(seq.prompt, seq.snapshot_at, seq.cache.snapshot(0))
+                self.state_cache.store(seq.prompt, seq.snapshot_at, seq.cache.gather([0]))  # a device copy
         for seq, token in sampled:
             if seq.status is Status.PREFILL:
                 seq.status = Status.DECODE
@@ -245,8 +254,7 @@ class Engine:
             self.scheduler.finish(seq)
             seq.cache = None
             if self.state_cache and seq.pending_snapshot is not None:
-                n, state = seq.pending_snapshot
-                self.state_cache.store(seq.tokens, n, state.snapshot(0))  # serialised once, at the turn's end
+                self.state_cache.store(seq.tokens, *seq.pending_snapshot)
             seq.pending_snapshot = None
         if seq.loop is not None and seq.queue is not None:
             self._outbox.setdefault(seq.loop, []).append((seq.queue, chunk))
@@ -259,19 +267,14 @@ class Engine:
             return
         hit = sc.lookup(seq.prompt, max_len=len(seq.prompt) - 1)  # keep one token: its logits start decoding
         if hit is not None:
-            n, data = hit
-            try:
-                seq.cache = self.runner.cache_type.restore(data, device=self.runner.device)
-                seq.num_computed = seq.prefix_tokens = n
-            except (ValueError, KeyError, RuntimeError) as exc:
-                log.warning("state_restore_failed", backend=self.info.name, error=repr(exc))
-                seq.cache, seq.num_computed, seq.prefix_tokens = None, 0, 0
+            n, seq.cache = hit
+            seq.num_computed = seq.prefix_tokens = n
         target = sc.boundary(len(seq.prompt))
         seq.snapshot_at = target if target > seq.num_computed else 0
 
     def _snapshot_decode_rows(self) -> None:
-        """Keep each decoding row's latest block-aligned state, as a copy on the device (cheap); only the
-        last one is serialised and stored, when the turn ends."""
+        """Keep each decoding row's latest block-aligned state, as a copy on the device; only the last one
+        is stored, when the turn ends."""
         sc = self.state_cache
         if sc is None:
             return

@@ -1,27 +1,33 @@
 """Recurrent-state prefix caching: restore a sequence's state instead of prefilling its prefix again.
 
-After a turn, a recurrent backend snapshots the sequence's state (safetensors bytes) under a key
-chained over the token prefix: key_k = H(key_{k-1} || tokens of block k), key_0 = H(namespace), with
-the namespace naming the backend and its checkpoint. Snapshots sit at block boundaries (multiples of
-`block` tokens), so a later prompt is looked up with one key per block: the longest present key is
-the longest cached prefix, and only the tokens after it are prefilled.
+After a turn, a recurrent backend keeps the sequence's state under a key chained over the token
+prefix: key_k = H(key_{k-1} || tokens of block k), key_0 = H(namespace), with the namespace naming
+the backend and its checkpoint. Snapshots sit at block boundaries (multiples of `block` tokens), so a
+later prompt is looked up with one key per block: the longest present key is the longest cached
+prefix, and only the tokens after it are prefilled.
 
-Stores: `MemoryStateStore`, an LRU bounded in bytes (the default), and `RedisStateStore` (TTL and a
-byte cap shared by every replica, so all of them reuse each other's states). A store failure is a
-miss, never a failed request.
+Two tiers. In the process, states stay tensors on the model's device (an LRU bounded in bytes): a
+store is one device copy and a hit another, with no serialisation on the step thread, which would
+otherwise pay it inside time-to-first-token (tens of MB for an xLSTM state, a KV prefix more). Behind
+it, a `StateStore` of safetensors bytes, written behind by a thread: `RedisStateStore` (TTL and a
+byte cap shared by every replica, so all of them reuse each other's states) or `MemoryStateStore`
+(an LRU in host memory). A store failure is a miss, never a failed request.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import structlog
+
+from backends.base import Cache
 
 log = structlog.get_logger("archrouter.state_cache")
 
@@ -151,18 +157,78 @@ class RedisStateStore:
             self.redis.delete(*keys)
 
 
-class StateCache:
-    """Prefix lookups and stores for one backend, with the counters /metrics shows."""
+class LocalStates:
+    """The in-process tier: key -> a batch-of-one `Cache` on the model's device, LRU bounded in bytes."""
 
-    def __init__(self, store: StateStore, namespace: str, *, block: int = 32):
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, Cache] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._bytes = 0
+        self.evictions = 0
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def get(self, key: str) -> Cache | None:
+        cache = self._items.get(key)
+        if cache is not None:
+            self._items.move_to_end(key)
+        return cache
+
+    def put(self, key: str, cache: Cache) -> None:
+        if key in self._items:
+            self._bytes -= self._sizes.pop(key)
+            del self._items[key]
+        size = cache.nbytes()
+        if size > self.max_bytes:
+            return
+        self._items[key], self._sizes[key] = cache, size
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            old, _ = self._items.popitem(last=False)
+            self._bytes -= self._sizes.pop(old)
+            self.evictions += 1
+
+    def size_bytes(self) -> int:
+        return self._bytes
+
+
+class StateCache:
+    """Prefix lookups and stores for one backend, with the counters /metrics shows.
+
+    `restore` turns a byte snapshot back into a cache on the model's device (`Cache.restore`).
+    `store` takes a cache that is already the caller's own copy; `lookup` hands back a private copy.
+    """
+
+    def __init__(
+        self,
+        store: StateStore | None,
+        namespace: str,
+        *,
+        block: int = 32,
+        restore: Callable[[bytes], Cache] | None = None,
+        local_bytes: int = 1 << 30,
+        write_queue: int = 16,
+    ):
+        if store is not None and restore is None:
+            raise ValueError("a byte store needs `restore` to turn its snapshots back into caches")
         self._store = store
+        self._restore = restore
+        self.local = LocalStates(local_bytes)
         self.namespace = namespace
         self.block = block
         self._root = hashlib.blake2b(namespace.encode(), digest_size=16).digest()
+        self._lock = threading.Lock()  # the local tier: step thread, and stats() from the event loop
         self.counters = {
             "prefix_hits": 0, "prefix_misses": 0, "prefix_saved_tokens": 0, "prefix_stores": 0,
-            "prefix_bytes_read": 0, "prefix_bytes_written": 0, "prefix_errors": 0,
+            "prefix_bytes_read": 0, "prefix_bytes_written": 0, "prefix_errors": 0, "prefix_writes_dropped": 0,
         }
+        self._writes: queue.Queue[tuple[str, Cache] | None] | None = None
+        if store is not None:
+            self._writes = queue.Queue(maxsize=write_queue)
+            self._writer = threading.Thread(target=self._write_behind, name="state-cache-writer", daemon=True)
+            self._writer.start()
 
     def keys(self, tokens: Sequence[int], upto: int) -> list[tuple[int, str]]:
         """(length, key) for every block boundary 1..upto of `tokens`, shortest first."""
@@ -176,37 +242,81 @@ class StateCache:
         """The last block boundary at or before `n` tokens."""
         return n - n % self.block
 
-    def lookup(self, tokens: Sequence[int], max_len: int) -> tuple[int, bytes] | None:
-        """The longest cached prefix of `tokens` no longer than `max_len`: (its length, state bytes)."""
+    def lookup(self, tokens: Sequence[int], max_len: int) -> tuple[int, Cache] | None:
+        """The longest cached prefix of `tokens` no longer than `max_len`: (its length, a cache of it)."""
         candidates = self.keys(tokens, max_len)
+        with self._lock:
+            local = max((i for i, (_, k) in enumerate(candidates) if k in self.local), default=-1)
         try:
-            present = self._store.present([k for _, k in candidates]) if candidates else []
-            for (n, key), ok in zip(reversed(candidates), reversed(present), strict=True):
+            # the byte store is asked only for prefixes longer than the longest one held here
+            longer = candidates[local + 1 :] if self._store is not None else []
+            present = self._store.present([k for _, k in longer]) if longer else []
+            for (n, key), ok in zip(reversed(longer), reversed(present), strict=True):
                 if ok and (value := self._store.get(key)) is not None:
-                    self.counters["prefix_hits"] += 1
-                    self.counters["prefix_saved_tokens"] += n
+                    cache = self._restore(value)
                     self.counters["prefix_bytes_read"] += len(value)
-                    return n, value
-        except Exception as exc:  # the cache is an optimisation: a broken store is a miss
+                    with self._lock:
+                        self.local.put(key, cache.gather([0]))
+                    return self._hit(n, cache)
+        except Exception as exc:  # the cache is an optimisation: a broken store or snapshot is a miss
             self.counters["prefix_errors"] += 1
             log.warning("state_cache_lookup_failed", error=repr(exc))
+        if local >= 0:
+            n, key = candidates[local]
+            with self._lock:
+                cache = self.local.get(key)
+            if cache is not None:
+                return self._hit(n, cache.gather([0]))
         self.counters["prefix_misses"] += 1
         return None
 
-    def store(self, tokens: Sequence[int], n: int, state: bytes) -> None:
-        """Keep the state reached after `tokens[:n]` (n a block boundary)."""
+    def _hit(self, n: int, cache: Cache) -> tuple[int, Cache]:
+        self.counters["prefix_hits"] += 1
+        self.counters["prefix_saved_tokens"] += n
+        return n, cache
+
+    def store(self, tokens: Sequence[int], n: int, cache: Cache) -> None:
+        """Keep `cache`, the state reached after `tokens[:n]` (n a block boundary; the caller's copy)."""
         if n <= 0 or n % self.block:
             raise ValueError(f"snapshots sit at multiples of {self.block} tokens, got {n}")
         key = self.keys(tokens, n)[-1][1]
-        try:
-            self._store.put(key, state)
-        except Exception as exc:
-            self.counters["prefix_errors"] += 1
-            log.warning("state_cache_store_failed", error=repr(exc))
-            return
+        with self._lock:
+            self.local.put(key, cache)
         self.counters["prefix_stores"] += 1
-        self.counters["prefix_bytes_written"] += len(state)
+        if self._writes is not None:
+            try:
+                self._writes.put_nowait((key, cache))
+            except queue.Full:  # the byte store lags: this state stays local rather than stall a step
+                self.counters["prefix_writes_dropped"] += 1
+
+    def _write_behind(self) -> None:
+        while (item := self._writes.get()) is not None:
+            key, cache = item
+            try:
+                data = cache.snapshot(0)
+                self._store.put(key, data)
+                self.counters["prefix_bytes_written"] += len(data)
+            except Exception as exc:
+                self.counters["prefix_errors"] += 1
+                log.warning("state_cache_store_failed", error=repr(exc))
+            finally:
+                self._writes.task_done()
+        self._writes.task_done()
+
+    def flush(self) -> None:
+        """Wait until every state stored so far is in the byte store (tests, shutdown)."""
+        if self._writes is not None:
+            self._writes.join()
+
+    def close(self) -> None:
+        """Finish the pending writes, then stop the writer."""
+        if self._writes is not None:
+            self._writes.put(None)
+            self._writer.join()
+            self._writes = None
 
     def stats(self) -> dict[str, int]:
-        return {**self.counters, "prefix_cache_bytes": self._store.size_bytes(),
-                "prefix_evictions": getattr(self._store, "evictions", 0)}
+        store = self._store
+        return {**self.counters,
+                "prefix_cache_bytes": self.local.size_bytes() + (store.size_bytes() if store else 0),
+                "prefix_evictions": self.local.evictions + getattr(store, "evictions", 0)}

@@ -1,13 +1,17 @@
-"""Recurrent-state prefix caching: same outputs with and without it, saved prefill counted, Redis shared."""
+"""Recurrent-state prefix caching: same outputs with and without it (in-process tier, byte tier),
+saved prefill counted, Redis shared, a lagging or broken byte store never stalls or fails a request."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
 import pytest
 import redis
+import torch
 
+from backends.base import Cache
 from backends.engine import MemoryStateStore, RedisStateStore, StateCache
 from tests.backends.engine.conftest import FAMILY_PARAMS, make_engine, request, run
 from tests.conftest import REDIS_URL
@@ -23,6 +27,8 @@ async def converse(engine, turns: int = 3, max_tokens: int = 6) -> list[list[int
     for q in QUESTIONS[:turns]:
         messages.append({"role": "user", "content": q})
         ids, text, _ = await run(engine, request(messages=list(messages), max_tokens=max_tokens))
+        if engine.state_cache is not None:
+            engine.state_cache.flush()  # the byte tier is written behind: the next turn finds this one's state
         outputs.append(ids)
         messages.append({"role": "assistant", "content": text})
     return outputs
@@ -36,11 +42,14 @@ def redis_store(**kw) -> RedisStateStore:
     return RedisStateStore(REDIS_URL, prefix=f"archrouter:test-state:{uuid.uuid4().hex}", **kw)
 
 
+@pytest.mark.parametrize("tier", ["device", "bytes"])
 @pytest.mark.parametrize("family", FAMILY_PARAMS)
-async def test_outputs_identical_with_and_without_state_cache(checkpoints, family):
+async def test_outputs_identical_with_and_without_state_cache(checkpoints, family, tier):
     plain = make_engine(checkpoints, family, state_cache="off")
-    cached = make_engine(checkpoints, family, state_cache="on", state_cache_block=16,
-                         state_store=MemoryStateStore())
+    # "device": states kept as tensors in the process (the default); "bytes": only as safetensors
+    # snapshots in a byte store, so every hit is a deserialisation
+    byte_tier = {"state_store": MemoryStateStore(), "state_cache_local_bytes": 0} if tier == "bytes" else {}
+    cached = make_engine(checkpoints, family, state_cache="on", state_cache_block=16, **byte_tier)
     try:
         want = await converse(plain)
         got = await converse(cached)
@@ -52,7 +61,11 @@ async def test_outputs_identical_with_and_without_state_cache(checkpoints, famil
         # every prompt token was either prefilled or restored, never both
         assert s["prefill_tokens"] + s["prefix_saved_tokens"] == s["prompt_tokens"]
         assert plain.stats()["prefill_tokens"] == plain.stats()["prompt_tokens"]
-        assert s["prefix_bytes_written"] > 0 and s["prefix_bytes_read"] > 0
+        assert s["prefix_stores"] >= 3 and s["prefix_cache_bytes"] > 0
+        if tier == "bytes":
+            assert s["prefix_bytes_written"] > 0 and s["prefix_bytes_read"] > 0
+        else:
+            assert s["prefix_bytes_written"] == s["prefix_bytes_read"] == 0  # nothing serialised
     finally:
         await plain.close()
         await cached.close()
@@ -70,6 +83,7 @@ async def test_redis_store_is_shared_between_two_engines(checkpoints, family):
         want = await converse(reference, turns=2)
         messages = [{"role": "system", "content": DOC}, {"role": "user", "content": QUESTIONS[0]}]
         ids1, text1, _ = await run(first, request(messages=messages, max_tokens=6))
+        first.state_cache.flush()  # written behind: wait until Redis holds it
         messages += [{"role": "assistant", "content": text1}, {"role": "user", "content": QUESTIONS[1]}]
         ids2, _, _ = await run(second, request(messages=messages, max_tokens=6))
         assert [ids1, ids2] == want
@@ -111,7 +125,7 @@ def test_memory_store_is_lru_bounded_in_bytes():
 
 
 def test_keys_chain_over_the_prefix_and_namespace():
-    a, b = StateCache(MemoryStateStore(), "backend-a|ckpt", block=4), StateCache(MemoryStateStore(), "b", block=4)
+    a, b = StateCache(None, "backend-a|ckpt", block=4), StateCache(None, "b", block=4)
     tokens = list(range(20))
     long, short = a.keys(tokens, 20), a.keys(tokens[:13], 13)
     assert [n for n, _ in long] == [4, 8, 12, 16, 20] and long[:3] == short
@@ -119,6 +133,58 @@ def test_keys_chain_over_the_prefix_and_namespace():
     assert a.keys([*tokens[:7], 99, *tokens[8:]], 20)[1] != long[1]
     assert {k for _, k in b.keys(tokens, 20)}.isdisjoint(k for _, k in long)
     # a lookup never returns the whole prompt: the last token's logits must come from a forward
-    a.store(tokens, 8, b"state-8")
+    state = Cache({"x": torch.arange(3.0)[None]})
+    a.store(tokens, 8, state)
     assert a.lookup(tokens[:8], max_len=7) is None
-    assert a.lookup(tokens[:9], max_len=8) == (8, b"state-8")
+    n, got = a.lookup(tokens[:9], max_len=8)
+    assert n == 8 and torch.equal(got.tensors["x"], state.tensors["x"])
+    got.tensors["x"] += 1  # a hit is the caller's own copy: the kept state is untouched
+    assert torch.equal(a.lookup(tokens[:9], max_len=8)[1].tensors["x"], torch.arange(3.0)[None])
+
+
+def test_local_tier_is_lru_bounded_in_bytes():
+    sc = StateCache(None, "ns", block=4, local_bytes=250)
+    tokens = list(range(16))
+    for n in (4, 8, 12):  # 96 bytes each
+        sc.store(tokens, n, Cache({"x": torch.zeros(1, 24)}))
+    assert sc.stats()["prefix_cache_bytes"] == 192 and sc.stats()["prefix_evictions"] == 1
+    assert sc.lookup(tokens, max_len=16)[0] == 12
+    assert sc.lookup(tokens[:7] + [99], max_len=8) is None  # the 4-token state was evicted
+
+
+class GatedStore(MemoryStateStore):
+    """A byte store whose writes wait for `open` (a Redis that lags)."""
+
+    def __init__(self):
+        super().__init__()
+        self.open = threading.Event()
+
+    def put(self, key: str, value: bytes) -> None:
+        self.open.wait(10)
+        super().put(key, value)
+
+
+def test_a_lagging_byte_store_never_stalls_a_store():
+    store = GatedStore()
+    sc = StateCache(store, "ns", block=4, restore=Cache.restore, write_queue=2)
+    tokens = list(range(64))
+    t0 = time.perf_counter()
+    for n in range(4, 44, 4):  # ten stores while the byte store accepts none
+        sc.store(tokens, n, Cache({"x": torch.full((1, 4), float(n))}))
+    assert time.perf_counter() - t0 < 1.0
+    s = sc.stats()
+    assert s["prefix_stores"] == 10 and s["prefix_writes_dropped"] >= 7  # one in the writer, two queued
+    store.open.set()
+    sc.close()
+    assert sc.stats()["prefix_bytes_written"] >= 1 and len(store._items) == 10 - s["prefix_writes_dropped"]
+    # every state still hits from the local tier
+    assert sc.lookup(tokens, max_len=40)[0] == 40
+
+
+def test_a_corrupt_snapshot_is_a_miss_not_a_failure():
+    store = MemoryStateStore()
+    reader = StateCache(store, "ns", block=4, restore=Cache.restore, local_bytes=0)
+    tokens = list(range(12))
+    store.put(reader.keys(tokens, 8)[-1][1], b"not a safetensors snapshot")
+    assert reader.lookup(tokens, max_len=11) is None
+    assert reader.stats()["prefix_errors"] == 1 and reader.stats()["prefix_misses"] == 1
