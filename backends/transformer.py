@@ -404,12 +404,17 @@ class Transformer(CausalLM):
             if isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
 
-    def use_paged_cache(self, num_blocks: int, block_size: int = 16) -> PagedKVPool:
-        """From now on `init_cache` hands out caches over one pool of `num_blocks` blocks (the engine's
-        option for many concurrent sequences); returns the pool (its allocator says what is free)."""
+    def new_kv_pool(self, num_blocks: int, block_size: int = 16) -> PagedKVPool:
+        """A pool of `num_blocks` KV blocks shaped for this model; `pool.new_cache(n)` hands out caches
+        over it (the engine keeps its own, so a model shared with other callers is left as it is)."""
         p = self.model["embed_tokens"].weight
-        self.kv_pool = PagedKVPool(len(self.model["layers"]), num_blocks, block_size, self.n_kv, self.head_dim,
-                                   p.dtype, p.device)  # fmt: skip
+        return PagedKVPool(len(self.model["layers"]), num_blocks, block_size, self.n_kv, self.head_dim,
+                           p.dtype, p.device)  # fmt: skip
+
+    def use_paged_cache(self, num_blocks: int, block_size: int = 16) -> PagedKVPool:
+        """From now on `init_cache` hands out caches over one new pool; returns the pool (its allocator
+        says what is free)."""
+        self.kv_pool = self.new_kv_pool(num_blocks, block_size)
         return self.kv_pool
 
     def init_cache(self, batch_size: int) -> KVCache | PagedKVCache:

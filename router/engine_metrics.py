@@ -19,6 +19,8 @@ GAUGES = {
     "kv_tokens_reserved": "KV-cache tokens reserved by running sequences (attention backends)",
     "slots_used": "State slots in use (recurrent backends)",
     "prefix_cache_bytes": "Bytes of recurrent-state snapshots held by the state cache",
+    "kv_blocks_used": "Paged KV blocks held by sequences (attention backends)",
+    "kv_blocks_total": "Paged KV blocks in the pool (attention backends)",
 }
 COUNTERS = {
     "rejected": "Requests refused because the waiting queue was full (HTTP 429)",
@@ -26,9 +28,9 @@ COUNTERS = {
     "cancelled": "Requests whose client went away before the end",
     "steps": "Engine steps (one batched decode plus prompt chunks)",
     "prefill_tokens": "Prompt tokens fed through the model",
-    "prefix_hits": "Prompts that restored a cached recurrent state",
-    "prefix_misses": "Prompts with no cached prefix state",
-    "prefix_saved_tokens": "Prompt tokens not prefilled thanks to a cached state",
+    "prefix_hits": "Prompts that restored a cached recurrent state or reused cached KV blocks",
+    "prefix_misses": "Prompts with no cached prefix",
+    "prefix_saved_tokens": "Prompt tokens not prefilled thanks to a cached prefix",
     "prefix_bytes_read": "Bytes of state snapshots restored",
     "prefix_bytes_written": "Bytes of state snapshots stored",
 }

@@ -21,10 +21,15 @@ class EngineConfig(BaseSettings):
     max_waiting: int = Field(256, ge=0)
     # a request still waiting for admission after this long fails (QueueTimeout -> HTTP 503)
     queue_timeout_s: float = Field(30.0, gt=0)
-    # attention caches grow with tokens: admission reserves prompt + max_tokens against this budget
-    # (until the paged cache's block pool replaces it); recurrent caches are fixed-size, one slot a row
+    # attention caches grow with tokens: admission reserves prompt + max_tokens against this budget, and
+    # the paged KV pool is sized from it; recurrent caches are fixed-size, one slot a row
     kv_token_budget: int = Field(65_536, gt=0)
-    # recurrent-state prefix cache: "auto" = on for recurrent families, off for attention
+    # attention KV in a pool of fixed-size blocks (`backends.paged_cache`); off: one contiguous cache a row
+    kv_paged: bool = True
+    kv_block_size: int = Field(16, gt=0)
+    # prefix caching. Recurrent families: state snapshots (below). Attention with `kv_paged`: full KV
+    # blocks shared by prompts that start alike ("auto" and "on"). Attention without paging: "on" keeps
+    # KV snapshots like a recurrent state. "off": none.
     state_cache: Literal["auto", "on", "off"] = "auto"
     state_cache_block: int = Field(32, gt=0)  # snapshots sit at multiples of this many tokens
     # in-process tier: states kept as tensors on the model's device (GPU memory on CUDA), LRU past this

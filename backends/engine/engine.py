@@ -4,6 +4,10 @@
 sequence's asyncio queue. The step thread loops: expire waiting requests past the queue timeout,
 drop cancelled ones (their cache rows go at this step), admit, restore cached prefixes, plan the
 step, run one decode forward and the prompt-chunk forwards, sample per request, stream.
+
+Cached prefixes: a recurrent family restores a state snapshot (`state_cache`); the Transformer keeps
+its KV in the engine's paged block pool, where full blocks are shared by every prompt that starts
+with the same tokens, so a later prompt attaches them and prefills only the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from backends.engine.scheduler import Scheduler
 from backends.engine.sequence import Sequence, Status
 from backends.engine.state_cache import RedisStateStore, StateCache, StateStore
 from backends.generator import is_trained
+from backends.paged_cache import PagedKVPool
 from backends.protocol import BackendError, BackendInfo, ContextLengthExceeded, GenerationChunk, GenerationRequest
 from backends.sampling import is_greedy
 from backends.tokenizer import Tokenizer, load_tokenizer
@@ -85,10 +90,19 @@ class Engine:
         if self.config.cuda_graphs and capacity == "slots" and device.type == "cuda":
             sizes = [s for s in self.config.cuda_graph_sizes if s <= self.config.max_num_seqs]
             graphs = DecodeGraphs(self.model, sizes or [self.config.max_num_seqs])
-        self.runner = ModelRunner(self.model, tokenizer.vocab_size, graphs=graphs)
+        # paged attention: one block pool for every sequence, sized so that what admission reserves always
+        # fits (each row may round up one partial block and hold one copy-on-write block)
+        self.kv_pool: PagedKVPool | None = None
+        if capacity == "tokens" and self.config.kv_paged and hasattr(model, "new_kv_pool"):
+            bs = self.config.kv_block_size
+            self.kv_pool = model.new_kv_pool(-(-self.config.kv_token_budget // bs) + 2 * self.config.max_num_seqs, bs)
+        self.runner = ModelRunner(self.model, tokenizer.vocab_size, graphs=graphs,
+                                  init_cache=self.kv_pool.new_cache if self.kv_pool else None)
         self.state_cache: StateCache | None = None
         wanted = self.config.state_cache
-        if wanted == "on" or (wanted == "auto" and capacity == "slots"):
+        self.prefix_blocks = self.kv_pool is not None and wanted != "off"
+        self.block_counters = {"prefix_hits": 0, "prefix_misses": 0, "prefix_saved_tokens": 0}
+        if self.kv_pool is None and (wanted == "on" or (wanted == "auto" and capacity == "slots")):
             store = state_store if state_store is not None else build_state_store(self.config)
             dtype = dtype or next(model.parameters()).dtype
             namespace = f"{info.name}|{info.family}|{checkpoint_fingerprint(info.checkpoint)}|{dtype}"
@@ -190,6 +204,10 @@ class Engine:
         s.update(self.state_cache.stats() if self.state_cache else dict.fromkeys(
             ("prefix_hits", "prefix_misses", "prefix_saved_tokens", "prefix_stores", "prefix_bytes_read",
              "prefix_bytes_written", "prefix_errors", "prefix_cache_bytes", "prefix_evictions"), 0))
+        if self.kv_pool is not None:
+            alloc = self.kv_pool.allocator
+            s.update(self.block_counters, kv_blocks_total=alloc.num_blocks, kv_blocks_used=alloc.num_used,
+                     kv_block_size=alloc.block_size)
         return s
 
     def describe(self) -> dict:
@@ -219,7 +237,10 @@ class Engine:
         for seq in sched.drop_finished():
             seq.cache = None
         for seq in sched.admit():
-            self._restore_prefix(seq)
+            if self.prefix_blocks:
+                self._reuse_blocks(seq)
+            else:
+                self._restore_prefix(seq)
         plan = sched.plan()
         runner.sync(plan.decode)  # rows that finished or were cancelled are freed here
         if not plan:
@@ -260,6 +281,18 @@ class Engine:
             self._outbox.setdefault(seq.loop, []).append((seq.queue, chunk))
         else:
             seq.emit(chunk)
+
+    def _reuse_blocks(self, seq: Sequence) -> None:
+        """Attach the pool's full KV blocks that already hold this prompt's prefix (vLLM's prefix caching)."""
+        cache = self.kv_pool.new_cache(1)
+        n = cache.reuse_prefix(0, seq.prompt)  # whole blocks, and never the last prompt token
+        c = self.block_counters
+        if n:
+            seq.cache, seq.num_computed, seq.prefix_tokens = cache, n, n
+            c["prefix_hits"] += 1
+            c["prefix_saved_tokens"] += n
+        else:
+            c["prefix_misses"] += 1
 
     def _restore_prefix(self, seq: Sequence) -> None:
         sc = self.state_cache

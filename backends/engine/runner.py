@@ -16,6 +16,7 @@ tensors per token.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 
@@ -26,14 +27,16 @@ from backends.sampling import sample_batch
 
 
 class ModelRunner:
-    def __init__(self, model: CausalLM, vocab_size: int, *, graphs: DecodeGraphs | None = None):
+    def __init__(self, model: CausalLM, vocab_size: int, *, graphs: DecodeGraphs | None = None,
+                 init_cache: Callable[[int], Cache] | None = None):  # fmt: skip
         self.model = model
         self.graphs = graphs  # captured decode steps for fixed-size states (None: always eager)
         self.vocab_size = vocab_size  # the tokenizer's: logits past it (padding rows) are never sampled
         self.device = next(model.parameters()).device
         self.rows: list[Sequence] = []
         self.cache: Cache | None = None
-        self.cache_type = type(model.init_cache(1))
+        self.init_cache = init_cache or model.init_cache  # the engine's KV block pool, for paged attention
+        self.cache_type = type(self.init_cache(1))
         self.syncs = 0  # device->host reads by the runner (one a step when anything was sampled)
         self._pin = self.device.type == "cuda"
 
@@ -147,9 +150,9 @@ class ModelRunner:
         for n, seqs in groups.items():
             ids = self.to_device([s.to_feed(n) for s in seqs])
             if all(s.cache is None for s in seqs):
-                cache = self.model.init_cache(len(seqs))
+                cache = self.init_cache(len(seqs))
             else:
-                parts = [s.cache if s.cache is not None else self.model.init_cache(1) for s in seqs]
+                parts = [s.cache if s.cache is not None else self.init_cache(1) for s in seqs]
                 cache = parts[0] if len(parts) == 1 else self.cache_type.concat(parts)
             logits, cache = self.model(ids, cache)
             for i, s in enumerate(seqs):

@@ -4,8 +4,9 @@ Every step, requests may join (admission from a bounded FCFS queue) and leave (f
 A step feeds one token for every decoding sequence and spends what is left of the per-step token
 budget on prompt chunks, so a long prompt is prefilled over several steps while the others keep
 decoding. Admission respects `max_num_seqs` and the cache's capacity: a KV token budget for
-attention (prompt + max_tokens reserved up front, so a running sequence never runs out), one state
-slot per sequence for recurrent families, whose state does not grow.
+attention (prompt + max_tokens reserved up front; the engine sizes its KV block pool so that what is
+reserved always fits, so a running sequence never runs out), one state slot per sequence for
+recurrent families, whose state does not grow.
 
 The waiting queue is shared with the event loop (`add`, `abort`) and guarded by a lock; the running
 list belongs to the engine's step thread.

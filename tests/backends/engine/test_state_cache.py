@@ -3,6 +3,7 @@ saved prefill counted, Redis shared, a lagging or broken byte store never stalls
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -13,7 +14,7 @@ import torch
 
 from backends.base import Cache
 from backends.engine import MemoryStateStore, RedisStateStore, StateCache
-from tests.backends.engine.conftest import FAMILY_PARAMS, make_engine, request, run
+from tests.backends.engine.conftest import FAMILY_PARAMS, make_engine, request, run, settled
 from tests.conftest import REDIS_URL
 
 DOC = "The ledger moves: alice pays bob 3, bob pays carol 2, carol pays alice 1. " * 4
@@ -46,10 +47,12 @@ def redis_store(**kw) -> RedisStateStore:
 @pytest.mark.parametrize("family", FAMILY_PARAMS)
 async def test_outputs_identical_with_and_without_state_cache(checkpoints, family, tier):
     plain = make_engine(checkpoints, family, state_cache="off")
-    # "device": states kept as tensors in the process (the default); "bytes": only as safetensors
-    # snapshots in a byte store, so every hit is a deserialisation
-    byte_tier = {"state_store": MemoryStateStore(), "state_cache_local_bytes": 0} if tier == "bytes" else {}
-    cached = make_engine(checkpoints, family, state_cache="on", state_cache_block=16, **byte_tier)
+    # "device": states kept as tensors in the process (the default), and for the Transformer its paged
+    # KV blocks shared by prompts that start alike; "bytes": only safetensors snapshots in a byte store
+    # (the Transformer's contiguous KV cache too), so every hit is a deserialisation
+    byte_tier = {"state_store": MemoryStateStore(), "state_cache_local_bytes": 0, "kv_paged": False}
+    cached = make_engine(checkpoints, family, state_cache="on", state_cache_block=16,
+                         **(byte_tier if tier == "bytes" else {}))
     try:
         want = await converse(plain)
         got = await converse(cached)
@@ -61,6 +64,10 @@ async def test_outputs_identical_with_and_without_state_cache(checkpoints, famil
         # every prompt token was either prefilled or restored, never both
         assert s["prefill_tokens"] + s["prefix_saved_tokens"] == s["prompt_tokens"]
         assert plain.stats()["prefill_tokens"] == plain.stats()["prompt_tokens"]
+        if family == "transformer" and tier == "device":  # blocks, not snapshots
+            await settled(cached)
+            assert s["kv_block_size"] == 16 and cached.stats()["kv_blocks_used"] == 0  # all back in the pool
+            return
         assert s["prefix_stores"] >= 3 and s["prefix_cache_bytes"] > 0
         if tier == "bytes":
             assert s["prefix_bytes_written"] > 0 and s["prefix_bytes_read"] > 0
@@ -75,9 +82,10 @@ async def test_outputs_identical_with_and_without_state_cache(checkpoints, famil
 async def test_redis_store_is_shared_between_two_engines(checkpoints, family):
     store = redis_store()
     reference = make_engine(checkpoints, family, state_cache="off")
-    # two replicas of one backend (same name, same checkpoint) and separate store clients
-    first = make_engine(checkpoints, family, name="shared", state_cache="on", state_store=store)
-    second = make_engine(checkpoints, family, name="shared", state_cache="on",
+    # two replicas of one backend (same name, same checkpoint) and separate store clients; the
+    # Transformer shares KV snapshots of its contiguous cache (paged blocks stay in their pool)
+    first = make_engine(checkpoints, family, name="shared", state_cache="on", state_store=store, kv_paged=False)
+    second = make_engine(checkpoints, family, name="shared", state_cache="on", kv_paged=False,
                          state_store=RedisStateStore(REDIS_URL, prefix=store.prefix))
     try:
         want = await converse(reference, turns=2)
@@ -188,3 +196,34 @@ def test_a_corrupt_snapshot_is_a_miss_not_a_failure():
     store.put(reader.keys(tokens, 8)[-1][1], b"not a safetensors snapshot")
     assert reader.lookup(tokens, max_len=11) is None
     assert reader.stats()["prefix_errors"] == 1 and reader.stats()["prefix_misses"] == 1
+
+
+async def test_transformer_prompts_that_start_alike_share_kv_blocks(checkpoints):
+    """Paged attention's prefix caching: a second request over the same system prompt reuses the first
+    one's full KV blocks (while it runs, and after it ends), with the same greedy output as alone."""
+    plain = make_engine(checkpoints, "transformer", state_cache="off")
+    shared = make_engine(checkpoints, "transformer", kv_block_size=8)
+    try:
+        asks = [[{"role": "system", "content": DOC}, {"role": "user", "content": q}] for q in QUESTIONS]
+        want = [(await run(plain, request(messages=m, max_tokens=6)))[0] for m in asks]
+        first = asyncio.create_task(run(shared, request(messages=asks[0], max_tokens=40, rid="long")))
+        while shared.stats()["decoding"] == 0:  # the first prompt is in: its full blocks are published
+            await asyncio.sleep(0.005)
+        s = shared.stats()
+        used_by_first = s["kv_blocks_used"]
+        second = await run(shared, request(messages=asks[1], max_tokens=6))
+        third = await run(shared, request(messages=asks[2], max_tokens=6))
+        await first
+        assert [second[0], third[0]] == want[1:]
+        s = shared.stats()
+        prompt = len(shared.encode(request(messages=asks[1])))
+        assert s["prefix_misses"] == 1 and s["prefix_hits"] == 2
+        assert s["prefix_saved_tokens"] >= 2 * (len(DOC) // 8) * 8 and s["prefix_saved_tokens"] < 2 * prompt
+        assert s["prefill_tokens"] + s["prefix_saved_tokens"] == s["prompt_tokens"]
+        assert used_by_first >= len(DOC) // 8  # the document's blocks, held once while both ran
+        await settled(shared)
+        assert shared.stats()["kv_blocks_used"] == 0
+        assert shared.model.kv_pool is None  # the engine's pool is its own; the model is left as it was
+    finally:
+        await plain.close()
+        await shared.close()
