@@ -1,8 +1,9 @@
 """Attention kernels: flash-attention prefill, paged flash-decoding, fused RoPE.
 
 Each public function takes the Triton path for CUDA tensors and the plain-PyTorch reference
-(`naive`) otherwise; the references have the same signatures. Layouts and the causal
-convention are described in `naive`'s docstring.
+(`naive`) otherwise; the references have the same signatures. The two the paged KV cache calls
+(`attention_varlen`, `paged_decode`) run on `F.scaled_dot_product_attention` off CUDA (`sdpa`),
+tested against the reference. Layouts and the causal convention are described in `naive`'s docstring.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import use_triton
-from kernels.attention import naive
+from kernels.attention import naive, sdpa
 from kernels.attention.naive import gather_paged, rope_cos_sin, write_paged
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
@@ -51,8 +52,8 @@ def attention_varlen(
 
         return prefill.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal=causal,
                                         scale=scale)  # fmt: skip
-    return naive.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal=causal,
-                                  scale=scale)  # fmt: skip
+    return sdpa.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal=causal,
+                                 scale=scale)  # fmt: skip
 
 
 def attention_padded(
@@ -89,7 +90,8 @@ def paged_decode(
 
         return decode.paged_decode(q, k_cache, v_cache, block_tables, context_lens, scale=scale,
                                    max_context_len=max_context_len)  # fmt: skip
-    return naive.paged_decode(q, k_cache, v_cache, block_tables, context_lens, scale=scale)
+    return sdpa.paged_decode(q, k_cache, v_cache, block_tables, context_lens, scale=scale,
+                             max_context_len=max_context_len)  # fmt: skip
 
 
 def apply_rope(

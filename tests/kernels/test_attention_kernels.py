@@ -18,7 +18,7 @@ if not torch.cuda.is_available():
 import torch.nn.functional as F
 
 from kernels import attention
-from kernels.attention import decode, naive, prefill, rope
+from kernels.attention import decode, naive, prefill, rope, sdpa
 
 TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -202,7 +202,7 @@ def test_rope_matches_reference_and_transformers(dtype: torch.dtype) -> None:
 
 
 def test_public_dispatch_on_cpu_matches_sdpa() -> None:
-    """On CPU tensors the public functions take the reference path; it agrees with SDPA."""
+    """On CPU tensors the public functions take the SDPA-based path; it agrees with SDPA spelled out."""
     lens = [3, 11]
     cu = _cu(lens)
     q, k, v = torch.randn(14, 4, 32), torch.randn(14, 2, 32), torch.randn(14, 2, 32)
@@ -210,6 +210,30 @@ def test_public_dispatch_on_cpu_matches_sdpa() -> None:
     for b in range(2):
         s = slice(int(cu[b]), int(cu[b + 1]))
         _close(out[s], _sdpa_one(q[s], k[s], v[s], True), torch.float32)
+
+
+@pytest.mark.parametrize("group,kv_heads,d,dtype", CASES)
+def test_cpu_sdpa_paths_match_reference(group: int, kv_heads: int, d: int, dtype: torch.dtype) -> None:
+    """What the paged cache runs off CUDA (`sdpa`) against the reference: random lengths, a cached prefix
+    (fewer queries than keys), an empty sequence, one-token rows, GQA, both dtypes."""
+    g = torch.Generator().manual_seed(group * 100 + d)
+    lens_k = torch.randint(1, 70, (3,), generator=g).tolist() + [1, 0, 33]
+    lens_q = [max(0, n - int(torch.randint(0, n + 1, (1,), generator=g))) if n else 0 for n in lens_k]
+    lens_q[3] = 1
+    cq, ck = _cu(lens_q), _cu(lens_k)
+    hq = group * kv_heads
+    q = torch.randn(int(cq[-1]), hq, d, generator=g).to(dtype)
+    k, v = (torch.randn(int(ck[-1]), kv_heads, d, generator=g).to(dtype) for _ in range(2))
+    for causal in (True, False):
+        _close(sdpa.attention_varlen(q, k, v, cq, ck, causal=causal),
+               naive.attention_varlen(q, k, v, cq, ck, causal=causal), dtype)  # fmt: skip
+    ctx_lens = [200, 1, 0, 37, 16]
+    k_cache, v_cache, tables = _paged(ctx_lens, kv_heads, d, 16, dtype, g)
+    qd = torch.randn(len(ctx_lens), hq, d, generator=g).to(dtype)
+    ctx = torch.tensor(ctx_lens, dtype=torch.int32)
+    got = sdpa.paged_decode(qd, k_cache, v_cache, tables, ctx)
+    _close(got, naive.paged_decode(qd, k_cache, v_cache, tables, ctx), dtype)
+    assert got[2].abs().max() == 0  # a sequence with no context attends to nothing
 
 
 @pytest.mark.gpu
