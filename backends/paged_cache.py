@@ -395,8 +395,8 @@ class PagedKVCache(Cache):
             out = attn.paged_decode(q[:, :, 0].contiguous(), kc, vc, step.block_tables, step.context_lens,
                                     scale=scale, max_context_len=step.max_context)  # fmt: skip
             return out[:, :, None]
-        k_ctx = kc.flatten(0, 1)[step.gather_rows]  # [sum ctx, Hkv, D]
-        v_ctx = vc.flatten(0, 1)[step.gather_rows]
+        k_ctx = kc.flatten(0, 1).index_select(0, step.gather_rows)  # [sum ctx, Hkv, D]
+        v_ctx = vc.flatten(0, 1).index_select(0, step.gather_rows)
         q_packed = q.transpose(1, 2).reshape(bsz * t, hq, d)
         out = attn.attention_varlen(q_packed, k_ctx, v_ctx, step.cu_seqlens_q, step.cu_seqlens_k, t,
                                     scale=scale)  # fmt: skip
