@@ -217,7 +217,11 @@ def test_backends_view_counts_what_metrics_counts(server):
     assert row["requests"] >= 3 and row["requests_per_s"] > 0 and row["tokens_per_s"] > 0
     assert row["p50_ms"] is not None and 0 < row["p50_ms"] <= row["p99_ms"]
     assert row["queue_depth"] == 0 and row["running"] == 0  # the engine's stats(): idle again
-    assert row["cooldown_s"] is None and row["cache_hit_rate"] is None  # attention backend: no state cache
+    # the Transformer's prefix cache is its shared KV blocks: the rate is the engine's hits over lookups
+    hits = _metric_sum(metrics, "archrouter_engine_prefix_hits_total", backend="small")
+    lookups = hits + _metric_sum(metrics, "archrouter_engine_prefix_misses_total", backend="small")
+    assert lookups >= 3 and row["cache_hit_rate"] == hits / lookups
+    assert row["cooldown_s"] is None
     assert snap["series"]["small"][-1]["requests_per_s"] == row["requests_per_s"]
 
 
