@@ -91,6 +91,10 @@ class Cache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
+    def will_feed(self, ids: list[list[int]]) -> None:
+        """The host copy of the ids the next forward feeds (the engine's runner has them). Caches that
+        keep token ids (the paged KV cache's prefix hashes) use it instead of reading the device."""
+
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
     n = int.from_bytes(data[:8], "little")

@@ -205,6 +205,7 @@ class PagedKVCache(Cache):
         self.meta: dict[str, Any] = {"paged": True, "block_size": pool.block_size}
         self._step: _Step | None = None
         self._released = False
+        self._host_ids: list[list[int]] | None = None  # `will_feed`: the next forward's ids, already on the host
 
     # -- the Cache interface -------------------------------------------------------------------
     @property
@@ -334,6 +335,7 @@ class PagedKVCache(Cache):
     # -- one forward -----------------------------------------------------------------------------
     def prepare(self, input_ids: torch.Tensor) -> None:
         """Make room for input_ids [B, T] (raises OutOfBlocks with nothing changed), plan the writes."""
+        host_ids, self._host_ids = self._host_ids, None  # good for this forward only
         bsz, t = input_ids.shape
         if bsz != self.batch_size:
             raise ValueError(f"input batch {bsz} != cache batch {self.batch_size}")
@@ -353,9 +355,14 @@ class PagedKVCache(Cache):
                 alloc.free(s.blocks[-1])
                 s.blocks[-1] = copy
             s.blocks.extend(alloc.allocate(new_blocks))
-        self._plan(input_ids)
+        self._plan(input_ids, host_ids)
 
-    def _plan(self, input_ids: torch.Tensor) -> None:
+    def will_feed(self, ids: list[list[int]]) -> None:
+        self._host_ids = ids
+
+    def _plan(self, input_ids: torch.Tensor, host_ids: list[list[int]] | None) -> None:
+        if host_ids is not None and (len(host_ids), len(host_ids[0])) != tuple(input_ids.shape):
+            host_ids = None  # not this forward's: read the ids back
         dev = self.pool.k.device
         t = input_ids.shape[1]
         slots, ctx, gather = [], [], []
@@ -372,7 +379,7 @@ class PagedKVCache(Cache):
             context_lens=torch.tensor(ctx, dtype=torch.int32, device=dev),
             block_tables=torch.tensor(table, dtype=torch.int32, device=dev),
             max_context=max(ctx),
-            tokens=input_ids.tolist(),
+            tokens=host_ids if host_ids is not None else input_ids.tolist(),
         )
         if t > 1:
             step.gather_rows = torch.tensor(gather, dtype=torch.long, device=dev)

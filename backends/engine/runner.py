@@ -129,7 +129,9 @@ class ModelRunner:
     # ------------------------------------------------------------------ forwards
 
     def _decode_forward(self) -> torch.Tensor:
-        ids = self.to_device([[s.last_token] for s in self.rows])
+        host = [[s.last_token] for s in self.rows]
+        ids = self.to_device(host)
+        self.cache.will_feed(host)
         last = None
         if self.graphs is not None and self.graphs.holds(self.cache):
             last = self.graphs.decode(ids, len(self.rows))
@@ -148,12 +150,14 @@ class ModelRunner:
         last: list[torch.Tensor] = []
         done: list[Sequence] = []
         for n, seqs in groups.items():
-            ids = self.to_device([s.to_feed(n) for s in seqs])
+            host = [s.to_feed(n) for s in seqs]
+            ids = self.to_device(host)
             if all(s.cache is None for s in seqs):
                 cache = self.init_cache(len(seqs))
             else:
                 parts = [s.cache if s.cache is not None else self.init_cache(1) for s in seqs]
                 cache = parts[0] if len(parts) == 1 else self.cache_type.concat(parts)
+            cache.will_feed(host)
             logits, cache = self.model(ids, cache)
             for i, s in enumerate(seqs):
                 s.cache = cache if len(seqs) == 1 else cache.gather([i])

@@ -1,8 +1,9 @@
 """The Llama family over the paged KV cache, against transformers and against the contiguous cache.
 
 Tolerances: 1e-4 to transformers' fp32 logits (same math, other order), as in test_transformer.py;
-5e-5 between our two caches: the paged one runs the reference kernels, the contiguous one SDPA with a
-mask, so fp32 rounding differs, and on logits of magnitude ~10 a few ulps (1.2e-6 each) add up.
+5e-5 between our two caches: the paged one gathers its blocks into packed or padded buffers before
+SDPA, the contiguous one runs SDPA over its buffer with a mask, so fp32 rounding differs, and on
+logits of magnitude ~10 a few ulps (1.2e-6 each) add up.
 """
 
 from __future__ import annotations
@@ -172,3 +173,22 @@ def test_cuda_kernels_match_transformers(dtype: torch.dtype, paged: bool, tmp_pa
         steps = [first] + [ours(ids[:, t : t + 1], cache)[0] for t in range(40, 60)]
         steps.append(ours(ids[:, 60:], cache)[0])
         assert max_diff(torch.cat(steps, 1), ref) < tol
+
+
+def test_host_ids_from_will_feed_stand_in_for_a_device_read(tmp_path) -> None:
+    """The engine's runner hands the cache the ids it feeds (`will_feed`), so prefix hashes need no
+    device read; ids of another shape are ignored, and they serve one forward only."""
+    _, ours = make_hf("gqa2-linear-bias", tmp_path)
+    pool = ours.new_kv_pool(num_blocks=16, block_size=4)
+    ids = torch.randint(0, VOCAB, (1, 10))
+    with torch.no_grad():
+        a = pool.new_cache(1)
+        a.will_feed(ids[:, :9].tolist())
+        ours(ids[:, :9], a)
+        a.will_feed([[1, 2]])  # wrong shape for the next forward: read back instead
+        ours(ids[:, 9:], a)
+        b = pool.new_cache(1)
+        ours(ids, b)
+    assert a.seqs[0].tokens == b.seqs[0].tokens == ids[0].tolist()
+    assert a.seqs[0].hashes == b.seqs[0].hashes and len(a.seqs[0].hashes) == 2
+    assert a._host_ids is None
