@@ -195,7 +195,8 @@ class LocalStates:
 
 
 class StateCache:
-    """Prefix lookups and stores for one backend, with the counters /metrics shows.
+    """Prefix lookups and stores for one backend, with the counters /metrics shows. Lookups, stores and
+    the local tier belong to the engine's step thread; the writer thread only serialises and puts.
 
     `restore` turns a byte snapshot back into a cache on the model's device (`Cache.restore`).
     `store` takes a cache that is already the caller's own copy; `lookup` hands back a private copy.
@@ -219,7 +220,6 @@ class StateCache:
         self.namespace = namespace
         self.block = block
         self._root = hashlib.blake2b(namespace.encode(), digest_size=16).digest()
-        self._lock = threading.Lock()  # the local tier: step thread, and stats() from the event loop
         self.counters = {
             "prefix_hits": 0, "prefix_misses": 0, "prefix_saved_tokens": 0, "prefix_stores": 0,
             "prefix_bytes_read": 0, "prefix_bytes_written": 0, "prefix_errors": 0, "prefix_writes_dropped": 0,
@@ -245,8 +245,7 @@ class StateCache:
     def lookup(self, tokens: Sequence[int], max_len: int) -> tuple[int, Cache] | None:
         """The longest cached prefix of `tokens` no longer than `max_len`: (its length, a cache of it)."""
         candidates = self.keys(tokens, max_len)
-        with self._lock:
-            local = max((i for i, (_, k) in enumerate(candidates) if k in self.local), default=-1)
+        local = max((i for i, (_, k) in enumerate(candidates) if k in self.local), default=-1)
         try:
             # the byte store is asked only for prefixes longer than the longest one held here
             longer = candidates[local + 1 :] if self._store is not None else []
@@ -255,16 +254,14 @@ class StateCache:
                 if ok and (value := self._store.get(key)) is not None:
                     cache = self._restore(value)
                     self.counters["prefix_bytes_read"] += len(value)
-                    with self._lock:
-                        self.local.put(key, cache.gather([0]))
+                    self.local.put(key, cache.gather([0]))
                     return self._hit(n, cache)
         except Exception as exc:  # the cache is an optimisation: a broken store or snapshot is a miss
             self.counters["prefix_errors"] += 1
             log.warning("state_cache_lookup_failed", error=repr(exc))
         if local >= 0:
             n, key = candidates[local]
-            with self._lock:
-                cache = self.local.get(key)
+            cache = self.local.get(key)
             if cache is not None:
                 return self._hit(n, cache.gather([0]))
         self.counters["prefix_misses"] += 1
@@ -280,8 +277,7 @@ class StateCache:
         if n <= 0 or n % self.block:
             raise ValueError(f"snapshots sit at multiples of {self.block} tokens, got {n}")
         key = self.keys(tokens, n)[-1][1]
-        with self._lock:
-            self.local.put(key, cache)
+        self.local.put(key, cache)
         self.counters["prefix_stores"] += 1
         if self._writes is not None:
             try:
