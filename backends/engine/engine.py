@@ -7,7 +7,8 @@ step, run one decode forward and the prompt-chunk forwards, sample per request, 
 
 Cached prefixes: a recurrent family restores a state snapshot (`state_cache`); the Transformer keeps
 its KV in the engine's paged block pool, where full blocks are shared by every prompt that starts
-with the same tokens, so a later prompt attaches them and prefills only the rest.
+with the same tokens, so a later prompt attaches them and prefills only the rest. That pool is the
+one thing the engine uses beyond the design's model interface: a model with `new_kv_pool` gets one.
 """
 
 from __future__ import annotations
@@ -307,9 +308,10 @@ class Engine:
 
     def _snapshot_decode_rows(self) -> None:
         """Keep each decoding row's latest block-aligned state, as a copy on the device; only the last one
-        is stored, when the turn ends."""
+        is stored, when the turn ends. Skipped while a copy of every row would not fit the local tier
+        (a large batch of large states): those turns keep their prompt's snapshot only."""
         sc = self.state_cache
-        if sc is None:
+        if sc is None or self.runner.cache.nbytes() > sc.local.max_bytes:
             return
         for i, seq in enumerate(self.runner.rows):
             if seq.num_computed % sc.block == 0 and seq.num_computed > len(seq.prompt):

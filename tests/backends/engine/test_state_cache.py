@@ -227,3 +227,22 @@ async def test_transformer_prompts_that_start_alike_share_kv_blocks(checkpoints)
     finally:
         await plain.close()
         await shared.close()
+
+
+@pytest.mark.parametrize("room", ["batch", "one row"])
+async def test_decode_snapshots_only_while_the_batch_fits_the_local_tier(checkpoints, room):
+    """Two rows decoding past a block boundary: each keeps a copy of its state there (stored when its
+    turn ends) while the batch's states fit the local tier; otherwise only the prompts' snapshots."""
+    probe = make_engine(checkpoints, "mamba", state_cache="off")
+    state = probe.model.init_cache(1).nbytes()
+    await probe.close()
+    local = 4 * state if room == "batch" else int(1.5 * state)
+    engine = make_engine(checkpoints, "mamba", state_cache="on", state_cache_block=16, state_cache_local_bytes=local)
+    try:
+        prompts = ["the cups move left and right, " * 2, "a ledger of small payments, " * 2]  # 50+ tokens
+        reqs = [request(p, max_tokens=24, rid=str(i)) for i, p in enumerate(prompts)]
+        outs = await asyncio.gather(*(run(engine, r) for r in reqs))
+        assert all(len(ids) == 24 for ids, _, _ in outs)  # both decoded across a 16-token boundary
+        assert engine.stats()["prefix_stores"] == (4 if room == "batch" else 2)
+    finally:
+        await engine.close()
