@@ -57,9 +57,16 @@ def paged_decode(
     max_context_len: int | None = None,
 ) -> torch.Tensor:
     """One query per sequence over a paged cache [num_blocks, block_size, Hkv, D]: q [B, Hq, D] -> like q."""
-    rows, valid, lens = _decode_rows(block_tables, context_lens, k_cache.shape[1], max_context_len)
-    if rows is None:
+    lens = context_lens.long()
+    width = int(lens.max()) if max_context_len is None else max_context_len
+    if width == 0:
         return torch.zeros_like(q)
+    bs = k_cache.shape[1]
+    pos = torch.arange(width, device=k_cache.device)
+    table = block_tables.long()
+    rows = table[:, (pos // bs).clamp(max=table.shape[1] - 1)] * bs + pos % bs  # [B, width] flat pool rows
+    valid = pos[None] < lens[:, None]
+    rows = torch.where(valid, rows, 0)  # padding reads row 0 and is masked out
     flat = rows.flatten()  # index_select: several times faster than advanced indexing on a CPU
     kb = k_cache.flatten(0, 1).index_select(0, flat).view(*rows.shape, *k_cache.shape[2:]).transpose(1, 2)
     vb = v_cache.flatten(0, 1).index_select(0, flat).view(*rows.shape, *v_cache.shape[2:]).transpose(1, 2)
@@ -67,29 +74,3 @@ def paged_decode(
                                        enable_gqa=q.shape[1] != k_cache.shape[2])  # fmt: skip
     return torch.where((lens > 0)[:, None, None], o[:, :, 0], 0).to(q.dtype)
 
-
-# Every layer of one decode step passes the same block-table and length tensors: their flat rows are
-# computed once a step (the last step's, held by identity, so a freed tensor's id is never reused here).
-_last_rows: tuple | None = None
-
-
-def _decode_rows(
-    block_tables: torch.Tensor, context_lens: torch.Tensor, block_size: int, width: int | None
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-    """Flat pool rows [B, width] of every context token (padding -> row 0), the valid mask, lengths."""
-    global _last_rows
-    last = _last_rows
-    if last is not None and last[0] is block_tables and last[1] is context_lens and last[2] == (block_size, width):
-        return last[3]
-    lens = context_lens.long()
-    width = int(lens.max()) if width is None else width
-    if width == 0:
-        out = (None, None, lens)
-    else:
-        pos = torch.arange(width, device=block_tables.device)
-        table = block_tables.long()
-        rows = table[:, (pos // block_size).clamp(max=table.shape[1] - 1)] * block_size + pos % block_size
-        valid = pos[None] < lens[:, None]
-        out = (torch.where(valid, rows, 0), valid, lens)
-    _last_rows = (block_tables, context_lens, (block_size, width), out)
-    return out
