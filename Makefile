@@ -1,20 +1,35 @@
-# `make serve` and `make test` set themselves up on a fresh machine; a second run skips the install.
+# `make serve` and `make test` set themselves up on a fresh machine from the committed lock (requirements.lock:
+# every package pinned by version and hash, CPU torch included); a second run skips the install.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+LOCK   := requirements.lock
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+# torch's CPU build (torch==2.13.0+cpu) is on PyTorch's CPU index; where pip's config names a local copy, that
+# serves too (the hash in the lock decides). Unreachable, it costs one failed lookup per package (--retries 1).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: serve serve-embedded test bench-router bench-serve screenshots clean
+.PHONY: serve serve-embedded test lock bench-router bench-serve screenshots clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	@rm -f $(VENV)/.installed-*
+# A new lock (or pyproject.toml) means a new environment: nothing left over from the last one.
+$(STAMP): pyproject.toml $(LOCK)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "$(LOCK) is resolved for CPython 3.11 (torch's cp311 CPU wheel): run with PYTHON=python3.11" >&2; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --require-hashes --no-deps --retries 1 --extra-index-url $(TORCH_INDEX) -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	@touch $@
+
+# Sync the lock with pyproject.toml, keeping the pins it can; `make lock LOCK_FLAGS=--upgrade` (or
+# `--upgrade-package NAME`) moves to newer releases: a deliberate commit, after `make test` passed on it
+lock:
+	@test -x .lockenv/bin/pip-compile || { $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install -q pip-tools==7.7.0; }
+	.lockenv/bin/pip-compile -q $(LOCK_FLAGS) --extra dev --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links --constraint=lock-constraints.txt --output-file=$(LOCK) pyproject.toml
 
 # The dashboard's browser tests drive Debian's chromium through Playwright; installed only when missing.
 $(CHROMIUM):
@@ -47,4 +62,4 @@ bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/bench_serve.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .lockenv .pytest_cache .ruff_cache

@@ -41,8 +41,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.paged_cache import PagedKVPool  # noqa: E402
-from kernels.attention import decode, naive, prefill, rope  # noqa: E402
+from archrouter.backends.paged_cache import PagedKVPool  # noqa: E402
+from archrouter.kernels.attention import decode, naive, prefill, rope  # noqa: E402
 
 PEAK_TFLOPS = 989.0  # H100 SXM dense bf16
 BF16_ATOL = 2e-2  # two bf16 flash implementations: P rounded to bf16 and output rounding, |o| <~ 3
@@ -388,7 +388,7 @@ def cost_curve(model, dev: str, smoke: bool, lengths: list[int], contexts: list[
 
 def bench_e2e(dev: str, smoke: bool, budget: Budget, skipped: list[str]) -> dict:
     try:
-        from backends import transformer as tr
+        from archrouter.backends import transformer as tr
     except ImportError:
         msg = "e2e: backends.transformer is not in this tree (Transformer family not merged); skipped"
         skipped.append(msg)

@@ -49,7 +49,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evals.tasks import GENERATORS, Item, check, make_item  # noqa: E402
+from archrouter.evals.tasks import GENERATORS, Item, check, make_item  # noqa: E402
 
 # chat-template tokens around one user turn for the byte tokenizer (bos, user, end, assistant)
 TEMPLATE_TOKENS = 4
@@ -398,13 +398,13 @@ def start_embedded(policy: Path, device: str, port: int, engine_env: dict[str, s
            "ARCHROUTER_WATCH_POLICY": "false", "ARCHROUTER_RPM": "100000000", "ARCHROUTER_TPM": "1000000000000",
            "ARCHROUTER_REQUEST_TIMEOUT_S": "1800"}
     env.pop("REDIS_URL", None)
-    cmd = [sys.executable, "-c", "from router.cli import app; app()", "serve", "--embedded", "--port", str(port),
+    cmd = [sys.executable, "-m", "archrouter", "serve", "--embedded", "--port", str(port),
            "--policy", str(policy), "--device", device]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
 def start_ray(doc: dict, ray_init: dict) -> str:
-    from router.cli import start_ray_app
+    from archrouter.cli import start_ray_app
 
     return start_ray_app(doc, {}, source="bench_cluster", ray_init=ray_init).removesuffix("/v1")
 

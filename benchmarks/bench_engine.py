@@ -50,12 +50,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends import families  # noqa: E402
-from backends.engine import Engine, EngineConfig  # noqa: E402
-from backends.families import FAMILIES, family_module  # noqa: E402
-from backends.generator import Generator, is_trained  # noqa: E402
-from backends.protocol import BackendInfo, GenerationRequest, SamplingParams  # noqa: E402
-from backends.tokenizer import load_tokenizer  # noqa: E402
+from archrouter.backends import families  # noqa: E402
+from archrouter.backends.engine import Engine, EngineConfig  # noqa: E402
+from archrouter.backends.families import FAMILIES, family_module  # noqa: E402
+from archrouter.backends.generator import Generator, is_trained  # noqa: E402
+from archrouter.backends.protocol import BackendInfo, GenerationRequest, SamplingParams  # noqa: E402
+from archrouter.backends.tokenizer import load_tokenizer  # noqa: E402
 
 WORDS = ("the ledger moves alice pays bob three then carol reads the log and swaps cup one with cup two "
          "while the server reports an error on line seven of the parity function").split()

@@ -41,16 +41,16 @@ import triton  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends import mamba  # noqa: E402
-from kernels.selective_scan import (  # noqa: E402
+from archrouter.backends import mamba  # noqa: E402
+from archrouter.kernels.selective_scan import (  # noqa: E402
     causal_conv1d_ref,
     causal_conv1d_update_ref,
     selective_scan_ref,
     selective_state_update_ref,
 )
-from kernels.selective_scan.conv1d import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
-from kernels.selective_scan.scan import selective_scan_triton  # noqa: E402
-from kernels.selective_scan.step import selective_state_update_triton  # noqa: E402
+from archrouter.kernels.selective_scan.conv1d import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
+from archrouter.kernels.selective_scan.scan import selective_scan_triton  # noqa: E402
+from archrouter.kernels.selective_scan.step import selective_state_update_triton  # noqa: E402
 
 COPY_BW = 3.0e12  # bytes/s, H100 device-to-device copy measured (anchors.md)
 PEAK_BW = 3.35e12  # bytes/s, H100 SXM HBM3 datasheet
@@ -498,7 +498,7 @@ def bench_e2e(dev, smoke, log):
 
 def pick_scan_default(prefill_rows: list[dict], log) -> None:
     """Let the model's prefill use the scan method and tiles that won most prefill shapes here."""
-    from kernels.selective_scan import scan
+    from archrouter.kernels.selective_scan import scan
 
     wins: dict[tuple, int] = {}
     for r in prefill_rows:

@@ -43,7 +43,7 @@ def free_port() -> int:
 
 
 def write_policy(root: Path) -> Path:
-    from backends.families import init_random
+    from archrouter.backends.families import init_random
 
     init_random("transformer", "tiny", root / "transformer", seed=1)
     init_random("mamba", "tiny", root / "mamba", seed=2)
@@ -105,7 +105,7 @@ def start_embedded(policy: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ARCHROUTER_LOG_FORMAT": "json", "ARCHROUTER_WATCH_POLICY": "false",
            "ARCHROUTER_RPM": "100000000", "OMP_NUM_THREADS": "1"}
     env.pop("REDIS_URL", None)
-    cmd = [sys.executable, "-c", "from router.cli import app; app()", "serve", "--embedded", "--port", str(port),
+    cmd = [sys.executable, "-m", "archrouter", "serve", "--embedded", "--port", str(port),
            "--policy", str(policy)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -114,8 +114,7 @@ def start_serve(policy: Path, port: int) -> None:
     import ray
     from ray import serve
 
-    import ray_app
-
+    from archrouter import ray_app
     ray.init(address="local", include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     serve.start(http_options={"host": "127.0.0.1", "port": port})

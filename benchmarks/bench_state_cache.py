@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from backends.families import family_module  # noqa: E402
+from archrouter.backends.families import family_module  # noqa: E402
 from benchmarks.bench_engine import FAMILIES, SIZES, environment  # noqa: E402
 
 

@@ -1,11 +1,11 @@
-"""Seconds per training step of each zoo family: forward + backward + clip + AdamW, as backends.training runs it.
+"""Seconds per training step of each zoo family: forward + backward + clip + AdamW, as evals.training runs it.
 
     python benchmarks/bench_training_step.py --out bench-out/training_step.json            # H100: ~1-2 min
     python benchmarks/bench_training_step.py --compare-torch --out bench-out/ts.json        # + the torch paths
     python benchmarks/bench_training_step.py --device cpu --batch-size 2 --steps 2 --warmup 1   # CPU smoke
 
 One fixed batch from the training stream (step 0), bf16 autocast on CUDA, the same model, optimizer and
-loss as `backends.training`. Each step is timed between device synchronisations; the median over
+loss as `archrouter.evals.training`. Each step is timed between device synchronisations; the median over
 --steps steps after --warmup steps (the first compiles the Triton kernels) is reported with tokens/s
 (batch x seq_len positions per step, padding included, as training counts them) and peak GPU memory.
 --compare-torch repeats each family with ARCHROUTER_NO_TRITON=1: the plain-PyTorch training paths
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from backends.training import (  # noqa: E402
+from archrouter.evals.training import (  # noqa: E402
     TrainConfig,
     build_model,
     loss_fn,
@@ -39,9 +39,9 @@ from backends.training import (  # noqa: E402
     n_params,
     train_batch,
 )
-from kernels._dispatch import use_triton  # noqa: E402
-from kernels.selective_scan import train_triton as scan_train  # noqa: E402
-from kernels.wkv7 import train_triton as wkv7_train  # noqa: E402
+from archrouter.kernels._dispatch import use_triton  # noqa: E402
+from archrouter.kernels.selective_scan import train_triton as scan_train  # noqa: E402
+from archrouter.kernels.wkv7 import train_triton as wkv7_train  # noqa: E402
 
 FAMILIES = ("transformer", "mamba", "rwkv", "xlstm")
 # family -> (module, block-size constant, (block, num_warps) pairs to try with --tiles)
@@ -133,7 +133,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # as backends.training
+        torch.backends.cuda.matmul.allow_tf32 = True  # as archrouter.evals.training
     cfg = TrainConfig(family="", out="", preset=args.preset, batch_size=args.batch_size, seq_len=args.seq_len)
     rows = []
     for family in args.families.split(","):

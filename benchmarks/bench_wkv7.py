@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from kernels.wkv7 import naive_wkv7  # noqa: E402
-from kernels.wkv7.chunk import chunk_wkv7, default_chunk_size  # noqa: E402
-from kernels.wkv7.fused_recurrent import fused_recurrent_wkv7  # noqa: E402
+from archrouter.kernels.wkv7 import naive_wkv7  # noqa: E402
+from archrouter.kernels.wkv7.chunk import chunk_wkv7, default_chunk_size  # noqa: E402
+from archrouter.kernels.wkv7.fused_recurrent import fused_recurrent_wkv7  # noqa: E402
 
 PEAK_COPY_TBS = 3.0  # measured H100 device copy (anchors.md)
 REL_TOL = 1e-2  # bf16 outputs vs the fp32-math reference, relative to the output's scale
@@ -319,7 +319,7 @@ def bench_decode(cases, timer, device, fla_rec, fla_why, deadline, copy_tbs):
 
 
 def e2e_model(device, smoke):
-    from backends import rwkv
+    from archrouter.backends import rwkv
 
     cfg = rwkv.random_config("tiny" if smoke else "0.1b")
     dtype = torch.float32 if smoke else torch.bfloat16
@@ -564,7 +564,7 @@ def main() -> None:
         except Exception as e:
             res["cost_curve"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         print("cost_curve", json.dumps(res["cost_curve"]), flush=True)
-    from kernels.wkv7 import _tune
+    from archrouter.kernels.wkv7 import _tune
 
     res["tuned_configs"] = _tune.chosen()
     res["elapsed_s"] = time.time() - t_start

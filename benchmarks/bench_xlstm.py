@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from kernels.mlstm.chunk import chunk_layout, mlstm_chunkwise_triton  # noqa: E402
-from kernels.mlstm.naive import mlstm_chunkwise_naive, mlstm_step_naive  # noqa: E402
-from kernels.mlstm.step import mlstm_step_triton  # noqa: E402
-from kernels.slstm.fused_recurrent import slstm_scan_triton  # noqa: E402
-from kernels.slstm.naive import slstm_cell_naive, slstm_scan_naive  # noqa: E402
+from archrouter.kernels.mlstm.chunk import chunk_layout, mlstm_chunkwise_triton  # noqa: E402
+from archrouter.kernels.mlstm.naive import mlstm_chunkwise_naive, mlstm_step_naive  # noqa: E402
+from archrouter.kernels.mlstm.step import mlstm_step_triton  # noqa: E402
+from archrouter.kernels.slstm.fused_recurrent import slstm_scan_triton  # noqa: E402
+from archrouter.kernels.slstm.naive import slstm_cell_naive, slstm_scan_naive  # noqa: E402
 
 PEAK_TBS = 3.0  # measured H100 device copy (anchors.md)
 REL_TOL = 2e-2
@@ -282,7 +282,7 @@ def slstm_case(row, B, NH, D, T, *, timer, device) -> None:
 
 
 def build_model(preset, device, dtype):
-    from backends import xlstm
+    from archrouter.backends import xlstm
 
     cfg = xlstm.random_config(preset)
     return xlstm.init_weights(xlstm.build(cfg), seed=0).to(device, dtype).eval(), cfg

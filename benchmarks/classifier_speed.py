@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from policies.classifier import TaskClassifier
+from archrouter.policies.classifier import TaskClassifier
 
 WORDS = [
     "the",

@@ -62,8 +62,8 @@ def make_setup(tmp: Path, limited_rpm: int) -> tuple[Path, Path, str, str]:
     """Two tiny random checkpoints, a policy over them, and a keys file with one open and one limited key."""
     import yaml
 
-    from backends.families import init_random
-    from router.auth import KeyRecord, KeysFile, new_key
+    from archrouter.backends.families import init_random
+    from archrouter.router.auth import KeyRecord, KeysFile, new_key
     from tests.router.conftest import policy_text
 
     init_random("transformer", "tiny", tmp / "tiny", seed=1)
@@ -285,7 +285,7 @@ def main() -> int:
         if use_redis:
             env["REDIS_URL"] = REDIS_URL
         log = open(Path(tmp) / "server.log", "w")  # noqa: SIM115 (the server writes to it until it exits)
-        proc = subprocess.Popen([sys.executable, "-c", "from router.cli import app; app()", "serve", "--embedded",
+        proc = subprocess.Popen([sys.executable, "-m", "archrouter", "serve", "--embedded",
                                  "--port", str(port), "--policy", str(policy)], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"

@@ -27,10 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.families import init_random  # noqa: E402
-from backends.generator import Generator  # noqa: E402
-from backends.protocol import GenerationRequest, SamplingParams  # noqa: E402
-from policies.loader import load_policy  # noqa: E402
+from archrouter.backends.families import init_random  # noqa: E402
+from archrouter.backends.generator import Generator  # noqa: E402
+from archrouter.backends.protocol import GenerationRequest, SamplingParams  # noqa: E402
+from archrouter.policies.loader import load_policy  # noqa: E402
 
 WORDS = (
     "the state of cup two after we swap it with cup one is then read back from the log file "
@@ -74,8 +74,8 @@ def decision_latency(policy_path: Path, repeats: int) -> dict:
 def overhead(repeats: int) -> dict:
     import uvicorn
 
-    from router.app import create_app
-    from router.settings import Settings
+    from archrouter.router.app import create_app
+    from archrouter.router.settings import Settings
     from tests.router.conftest import free_port, policy_text
 
     tmp = Path(tempfile.mkdtemp())

@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends import transformer as tr  # noqa: E402
+from archrouter.backends import transformer as tr  # noqa: E402
 
 
 def bench(fn, cuda: bool) -> float:

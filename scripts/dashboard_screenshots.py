@@ -25,9 +25,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.families import init_random  # noqa: E402
-from policies.labelled import read_labelled  # noqa: E402
-from router.settings import Settings  # noqa: E402
+from archrouter.backends.families import init_random  # noqa: E402
+from archrouter.policies.labelled import read_labelled  # noqa: E402
+from archrouter.router.settings import Settings  # noqa: E402
 from tests.router import browser as chromium  # noqa: E402
 from tests.router.conftest import LiveServer, free_port  # noqa: E402
 

@@ -10,7 +10,7 @@ import sys
 
 def test_installed_modules_import_outside_the_checkout(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = "import ray_app, router.cli, backends.engine, policies, evals; print(ray_app.__file__)"
+    code = "from archrouter import ray_app, cli, backends, policies, evals; print(ray_app.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]

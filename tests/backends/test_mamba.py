@@ -9,8 +9,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from backends import mamba  # noqa: E402
-from backends.families import load as family_load  # noqa: E402
+from archrouter.backends import mamba  # noqa: E402
+from archrouter.backends.families import load as family_load  # noqa: E402
 
 # fp32 on both sides, same operations in a different order: differences are float rounding
 # (~1e-6); the bar is 1e-4.
@@ -114,7 +114,7 @@ def test_cache_gather_snapshot_restore(tmp_path):
         joined_logits, _ = ours(nxt, joined)
         assert _close(joined_logits, batch_logits)
     with pytest.raises(ValueError):
-        from backends.base import Cache
+        from archrouter.backends.base import Cache
 
         class Other(Cache):
             family = "rwkv"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load as st_load
 
-from backends.paged_cache import BlockAllocator, OutOfBlocks, PagedKVCache, PagedKVPool, block_hash
+from archrouter.backends.paged_cache import BlockAllocator, OutOfBlocks, PagedKVCache, PagedKVPool, block_hash
 
 HQ, HKV, D, LAYERS, BS = 4, 2, 16, 2, 4
 

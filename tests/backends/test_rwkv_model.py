@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from backends import rwkv
-from backends.base import Cache
+from archrouter.backends import rwkv
+from archrouter.backends.base import Cache
 
 # fp32 throughout; the package and we run the same math in a different order (batched matmuls,
 # our F.group_norm vs theirs on a different view): logits agree to ~1e-6, assert 1e-4.
@@ -202,7 +202,7 @@ def test_gradients_flow_for_training(seed):
 
 
 def test_world_vocabulary_checkpoints_get_the_world_tokenizer(tmp_path, seed):
-    from backends.rwkv_tokenizer import WorldTokenizer
+    from archrouter.backends.rwkv_tokenizer import WorldTokenizer
 
     cfg = tiny_config(n_layer=1, vocab_size=65536, tokenizer="rwkv_world")
     model = rwkv.from_config(cfg, seed=seed)
@@ -212,7 +212,7 @@ def test_world_vocabulary_checkpoints_get_the_world_tokenizer(tmp_path, seed):
     assert isinstance(rwkv.load_tokenizer(tmp_path / "st"), WorldTokenizer)
     small = rwkv.from_config(tiny_config(n_layer=1), seed=seed)
     rwkv.save(small, tmp_path / "byte")
-    generic = pytest.importorskip("backends.tokenizer")  # the byte-level tokenizer (another module)
+    generic = pytest.importorskip("archrouter.backends.tokenizer")  # the byte-level tokenizer (another module)
     assert isinstance(rwkv.load_tokenizer(tmp_path / "byte"), generic.ByteTokenizer)
 
 

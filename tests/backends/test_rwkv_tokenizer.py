@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from backends.rwkv_tokenizer import VOCAB_FILE, WorldTokenizer, world_tokenizer
+from archrouter.backends.rwkv_tokenizer import VOCAB_FILE, WorldTokenizer, world_tokenizer
 
 SAMPLES = [
     "Hello, world!",

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from backends.tokenizer import ByteTokenizer, HFTokenizer, clean_text, load_tokenizer
+from archrouter.backends.tokenizer import ByteTokenizer, HFTokenizer, clean_text, load_tokenizer
 
 BT = ByteTokenizer()
 # any code point at all, lone surrogates included (they reach us through JSON)

@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from backends import transformer as tr  # noqa: E402
-from backends.base import Cache  # noqa: E402
+from archrouter.backends import transformer as tr  # noqa: E402
+from archrouter.backends.base import Cache  # noqa: E402
 
 HF_TOL = 1e-4
 SELF_TOL = 1e-5
@@ -347,14 +347,14 @@ def test_context_length_and_family():
 
 
 def test_families_registry_loads_it(tmp_path):
-    from backends.families import load
+    from archrouter.backends.families import load
 
     make_hf("mha-tied", tmp_path)
     assert isinstance(load("transformer", tmp_path / "mha-tied"), tr.Transformer)
 
 
 def test_training_forward_has_gradients():
-    """backends/training.py trains through forward(ids) with no cache."""
+    """evals/training.py trains through forward(ids) with no cache."""
     m = tr.from_config(tr.random_config("tiny") | {"num_hidden_layers": 1}, seed=0).train()
     ids = torch.randint(0, 264, (2, 9))
     logits, _ = m(ids)

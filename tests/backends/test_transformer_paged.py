@@ -19,8 +19,8 @@ if not torch.cuda.is_available():
 pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from backends import transformer as tr  # noqa: E402
-from backends.paged_cache import OutOfBlocks, PagedKVCache  # noqa: E402
+from archrouter.backends import transformer as tr  # noqa: E402
+from archrouter.backends.paged_cache import OutOfBlocks, PagedKVCache  # noqa: E402
 from tests.backends.test_transformer import HF_TOL, VOCAB, _randomise, make_hf, max_diff  # noqa: E402
 
 SELF_TOL = 5e-5
@@ -122,8 +122,7 @@ def test_snapshots_move_between_paged_and_contiguous_caches(tmp_path) -> None:
 def test_triton_path_under_interpreter_matches_transformers(paged: bool, tmp_path, monkeypatch) -> None:
     """The model's CUDA code path (fused RoPE, flash prefill over the cache, flash-decoding from the
     contiguous buffer or the pool) on CPU: the dispatch is told to take Triton, which interprets."""
-    import kernels.attention as ka
-
+    import archrouter.kernels.attention as ka
     monkeypatch.setattr(ka, "use_triton", lambda *ts: True)
     monkeypatch.setattr(tr, "use_triton", lambda *ts: True)
     gen = torch.Generator().manual_seed(torch.randint(0, 2**31, ()).item())

@@ -10,9 +10,9 @@ if not torch.cuda.is_available():  # the Triton-path test below runs interpreted
     os.environ.setdefault("TRITON_INTERPRET", "1")
 from safetensors.torch import save_file
 
-from backends import xlstm as X
-from backends.base import CausalLM
-from backends.families import load as family_load
+from archrouter.backends import xlstm as X
+from archrouter.backends.base import CausalLM
+from archrouter.backends.families import load as family_load
 
 # fp32 everywhere. Logits are O(1..10); both sides run the same stabilised cell in a different
 # order (chunkwise vs per step, fused vs split matmuls), which moves them by ~1e-6: 1e-4 absolute.
@@ -230,7 +230,7 @@ def test_cache_gather_snapshot_restore(gen):
     joined = X.XLSTMCache.concat([X.XLSTMCache.restore(snap), X.XLSTMCache.restore(snap)])
     assert joined.batch_size == 2
     with pytest.raises(ValueError):
-        from backends.base import Cache
+        from archrouter.backends.base import Cache
 
         type("Other", (Cache,), {"family": "mamba"}).restore(snap)
 
@@ -268,14 +268,13 @@ def test_save_load_roundtrip_and_presets(tmp_path, gen):
 @torch.no_grad()
 def test_model_through_triton_kernels_interpreted(monkeypatch, gen):
     """The model wired to the Triton kernels (run by the interpreter) equals its reference path."""
-    import kernels.mlstm
-    import kernels.slstm
+    from archrouter.kernels import mlstm, slstm
 
     model = X.init_weights(X.build(X.random_config("tiny")), seed=4)
     ids = torch.randint(0, model.vocab_size, (1, 70), generator=gen)
     ref = decode_split(model, ids, 68)
-    monkeypatch.setattr(kernels.mlstm, "use_triton", lambda *t: True)
-    monkeypatch.setattr(kernels.slstm, "use_triton", lambda *t: True)
+    monkeypatch.setattr(mlstm, "use_triton", lambda *t: True)
+    monkeypatch.setattr(slstm, "use_triton", lambda *t: True)
     torch.testing.assert_close(decode_split(model, ids, 68), ref, **TOL)
 
 

@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_cluster import TEMPLATE_TOKENS, build_workload, item_near  # noqa: E402
 
-from evals.tasks import GENERATORS, check  # noqa: E402
+from archrouter.evals.tasks import GENERATORS, check  # noqa: E402
 
 
 def test_items_land_near_their_target_length():

@@ -9,20 +9,20 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from backends.families import init_random
-from backends.generator import Generator
-from backends.protocol import GenerationRequest, SamplingParams
-from backends.training import exact_match
-from evals import capability as C
-from evals.capability_doc import LEAD_END, LEAD_START, claims, write
-from evals.capability_labels import build
-from evals.cli import app as evals_app
-from evals.policy_fit import fit_cost, fit_policy, parse_names
-from evals.tasks import make_item, training_length
-from policies.cost import estimate_all
-from policies.labelled import parse_lines
-from policies.loader import parse_policy
-from policies.types import TASKS, Features
+from archrouter.backends.families import init_random
+from archrouter.backends.generator import Generator
+from archrouter.backends.protocol import GenerationRequest, SamplingParams
+from archrouter.cli.evals import app as evals_app
+from archrouter.evals import capability as C
+from archrouter.evals.capability_doc import LEAD_END, LEAD_START, claims, write
+from archrouter.evals.capability_labels import build
+from archrouter.evals.policy_fit import fit_cost, fit_policy, parse_names
+from archrouter.evals.tasks import make_item, training_length
+from archrouter.evals.training import exact_match
+from archrouter.policies.cost import estimate_all
+from archrouter.policies.labelled import parse_lines
+from archrouter.policies.loader import parse_policy
+from archrouter.policies.types import TASKS, Features
 from tests.conftest import ROOT
 
 FAMILIES = ("transformer", "mamba", "rwkv", "xlstm")
@@ -98,7 +98,7 @@ def test_capability_command_on_tiny_models(tiny_models, tmp_path):
 
 
 def test_scales_lengthen_the_items(tiny_models, tmp_path):
-    # the plain entry point (`python -m evals.capability`, for bare GPU images) writes the same file
+    # the plain entry point (`python -m archrouter.evals.capability`, for bare GPU images) writes the same file
     C.main(["--out", str(tmp_path), "--models-dir", str(tiny_models), "--families", "transformer", "mamba",
             "--items", "1", "--scales", "1", "2", "--no-cost"])
     cap = C.load(tmp_path / "capability.json")
@@ -145,7 +145,7 @@ def test_exact_match_is_greedy_decoding(family):
 
 
 def test_training_evaluate_uses_exact_match():
-    from backends.training import evaluate, summarise
+    from archrouter.evals.training import evaluate, summarise
 
     gen = Generator.from_checkpoint("transformer", "transformer", ROOT / "models/transformer", context_length=4096)
     items = [make_item("fact_qa", -1 - i) for i in range(3)] + [make_item("kv_lookup", -1)]

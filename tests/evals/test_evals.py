@@ -1,4 +1,4 @@
-"""`python -m evals`: every figure against a hand computation, on labelled sets made here."""
+"""`python -m archrouter.evals`: every figure against a hand computation, on labelled sets made here."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from evals import metrics as M
-from evals.cli import app
+from archrouter.cli.evals import app
+from archrouter.policies import decision_metrics as M
 from tests.conftest import CLASSIFIER, REDIS_URL
 
 runner = CliRunner()
@@ -185,10 +185,10 @@ def test_execute_against_embedded_server(tmp_path):
     """Answers made from each backend's own greedy output, so the right quality is known per backend."""
     import asyncio
 
-    from backends.families import init_random
-    from backends.generator import Generator
-    from backends.protocol import GenerationRequest, SamplingParams
-    from evals.execute import is_correct
+    from archrouter.backends.families import init_random
+    from archrouter.backends.generator import Generator
+    from archrouter.backends.protocol import GenerationRequest, SamplingParams
+    from archrouter.evals.execute import is_correct
 
     init_random("transformer", "tiny", tmp_path / "a", seed=1)
     init_random("transformer", "tiny", tmp_path / "b", seed=2)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from evals.labelled import generate, split
-from evals.schema import LabelledDataError, LabelledPrompt, parse_lines, read_labelled, write_labelled
-from policies.types import TASKS
+from archrouter.evals.labelled import generate, split
+from archrouter.evals.schema import LabelledDataError, LabelledPrompt, parse_lines, read_labelled, write_labelled
+from archrouter.policies.types import TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,7 +102,7 @@ def test_record_formats_carry_the_same_rows() -> None:
     import json
     import random
 
-    from evals.labelled.more import fmt_rows
+    from archrouter.evals.labelled.more import fmt_rows
 
     cols = ["ts", "name", "value"]
     rows = [["09:00", "Ana", 3], ["09:05", "Bo", 17], ["09:07", "Cy", 2]]
@@ -128,7 +128,7 @@ def test_record_formats_carry_the_same_rows() -> None:
 
 
 def test_dashboard_playground_lists_compressed_sets(tmp_path) -> None:
-    from router.dashboard.playground import LabelledSets
+    from archrouter.router.dashboard.playground import LabelledSets
 
     records = read_labelled(ROOT / "evals/data/handwritten.jsonl")[:5]
     write_labelled(tmp_path / "plain.jsonl", records)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from evals.tasks import GENERATORS, Item, check, make_item, mixture, training_length
-from policies.types import TASKS
+from archrouter.evals.tasks import GENERATORS, Item, check, make_item, mixture, training_length
+from archrouter.policies.types import TASKS
 
 
 def test_every_task_type_has_generators():

@@ -47,7 +47,7 @@ def test_kernels_compile_for_sm90_pipelined() -> None:
 
 def compile_all() -> None:
     """Compile every attention kernel for sm_90 and check the pipelined code (run outside the interpreter)."""
-    from kernels.attention import decode, prefill, rope
+    from archrouter.kernels.attention import decode, prefill, rope
 
     cfg = prefill._CONFIGS[2]  # BLOCK_M 128, BLOCK_N 64, 8 warps, 3 stages
     k = _compile(prefill._attn_fwd_kernel,

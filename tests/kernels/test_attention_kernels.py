@@ -17,8 +17,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton kernel is defined
 import torch.nn.functional as F
 
-from kernels import attention
-from kernels.attention import decode, naive, prefill, rope, sdpa
+from archrouter.kernels import attention
+from archrouter.kernels.attention import decode, naive, prefill, rope, sdpa
 
 TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

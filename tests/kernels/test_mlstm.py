@@ -9,10 +9,10 @@ if torch.cuda.is_available():  # these run the Triton paths interpreted on CPU t
     pytest.skip("CPU-interpreter kernel tests; on the GPU the benchmarks check these kernels",
                 allow_module_level=True)
 
-from kernels.mlstm import mlstm_chunkwise, mlstm_step
-from kernels.mlstm.chunk import mlstm_chunkwise_triton
-from kernels.mlstm.naive import mlstm_chunkwise_naive, mlstm_recurrent_naive, mlstm_step_naive
-from kernels.mlstm.step import mlstm_step_triton
+from archrouter.kernels.mlstm import mlstm_chunkwise, mlstm_step
+from archrouter.kernels.mlstm.chunk import mlstm_chunkwise_triton
+from archrouter.kernels.mlstm.naive import mlstm_chunkwise_naive, mlstm_recurrent_naive, mlstm_step_naive
+from archrouter.kernels.mlstm.step import mlstm_step_triton
 
 # fp32 throughout; the chunkwise form reorders sums (q.C vs per-step updates) and both divide by
 # the same normaliser, which can be small: 5e-4 relative / 5e-4 absolute on outputs of size O(1..10)
@@ -168,7 +168,7 @@ def test_public_functions_take_reference_on_cpu(gen):
 
 
 def test_dense_layout_matches_host_layout():
-    from kernels.mlstm.chunk import chunk_layout, dense_chunk_layout
+    from archrouter.kernels.mlstm.chunk import chunk_layout, dense_chunk_layout
 
     for B, T in [(1, 1), (3, 64), (2, 65), (4, 130)]:
         cu = torch.arange(0, (B + 1) * T, T, dtype=torch.int32)

@@ -15,15 +15,15 @@ if torch.cuda.is_available():  # these run the Triton paths interpreted on CPU t
 
 pytest.importorskip("triton")
 
-from kernels.selective_scan import (  # noqa: E402
+from archrouter.kernels.selective_scan import (  # noqa: E402
     causal_conv1d_ref,
     causal_conv1d_update_ref,
     selective_scan_ref,
     selective_state_update_ref,
 )
-from kernels.selective_scan.conv1d import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
-from kernels.selective_scan.scan import selective_scan_triton  # noqa: E402
-from kernels.selective_scan.step import selective_state_update_triton  # noqa: E402
+from archrouter.kernels.selective_scan.conv1d import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
+from archrouter.kernels.selective_scan.scan import selective_scan_triton  # noqa: E402
+from archrouter.kernels.selective_scan.step import selective_state_update_triton  # noqa: E402
 
 # fp32 paths differ only in exp2-vs-exp and log(1+e^x)-vs-log1p rounding: ~1e-6 relative per
 # step, a few 1e-6 absolute after a dozen steps on O(1) values.

@@ -21,7 +21,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels.selective_scan import conv1d, scan, step
+from archrouter.kernels.selective_scan import conv1d, scan, step
 
 target = GPUTarget("cuda", 90, 32)
 scan_sig = {"x_ptr": "*bf16", "dt_ptr": "*bf16", "A_ptr": "*fp32", "B_ptr": "*bf16", "C_ptr": "*bf16",

@@ -9,9 +9,9 @@ if torch.cuda.is_available():  # these run the Triton paths interpreted on CPU t
     pytest.skip("CPU-interpreter kernel tests; on the GPU the benchmarks check these kernels",
                 allow_module_level=True)
 
-from kernels.slstm import slstm_scan, slstm_step
-from kernels.slstm.fused_recurrent import slstm_scan_triton, slstm_step_triton
-from kernels.slstm.naive import slstm_scan_naive, slstm_step_naive
+from archrouter.kernels.slstm import slstm_scan, slstm_step
+from archrouter.kernels.slstm.fused_recurrent import slstm_scan_triton, slstm_step_triton
+from archrouter.kernels.slstm.naive import slstm_scan_naive, slstm_step_naive
 
 # fp32; same operations in the same order except the R h reduction (tl.sum vs einsum) and tanh
 # written through exp: a few ulp per step, compounded over <= 40 steps: 1e-5.

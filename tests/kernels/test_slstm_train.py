@@ -13,9 +13,9 @@ import time
 import pytest
 import torch
 
-from backends.families import family_module
-from kernels.slstm.fused_train import slstm_scan_dense_triton
-from kernels.slstm.train import slstm_scan_dense, slstm_scan_dense_torch, slstm_train_backend
+from archrouter.backends.families import family_module
+from archrouter.kernels.slstm.fused_train import slstm_scan_dense_triton
+from archrouter.kernels.slstm.train import slstm_scan_dense, slstm_scan_dense_torch, slstm_train_backend
 from tests.kernels.outside_interpreter import run_outside_interpreter
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -147,7 +147,7 @@ _COMPILE = textwrap.dedent(
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from kernels.slstm import fused_train as ft
+    from archrouter.kernels.slstm import fused_train as ft
 
     out = []
     for D in (16, 32, 64, 128):

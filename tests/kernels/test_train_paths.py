@@ -9,15 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backends.families import family_module
-from kernels.mlstm.naive import mlstm_chunkwise_naive
-from kernels.mlstm.train import mlstm_chunkwise_dense
-from kernels.selective_scan.naive import causal_conv1d_ref, selective_scan_ref
-from kernels.selective_scan.train import causal_conv1d_dense, selective_scan_dense
-from kernels.slstm.naive import slstm_scan_naive
-from kernels.slstm.train import slstm_scan_dense
-from kernels.wkv7.naive import naive_wkv7
-from kernels.wkv7.train import wkv7_dense
+from archrouter.backends.families import family_module
+from archrouter.kernels.mlstm.naive import mlstm_chunkwise_naive
+from archrouter.kernels.mlstm.train import mlstm_chunkwise_dense
+from archrouter.kernels.selective_scan.naive import causal_conv1d_ref, selective_scan_ref
+from archrouter.kernels.selective_scan.train import causal_conv1d_dense, selective_scan_dense
+from archrouter.kernels.slstm.naive import slstm_scan_naive
+from archrouter.kernels.slstm.train import slstm_scan_dense
+from archrouter.kernels.wkv7.naive import naive_wkv7
+from archrouter.kernels.wkv7.train import wkv7_dense
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 

@@ -16,15 +16,15 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-from kernels.selective_scan.train import selective_scan_dense  # noqa: E402
-from kernels.wkv7.train import wkv7_dense  # noqa: E402
+from archrouter.kernels.selective_scan.train import selective_scan_dense  # noqa: E402
+from archrouter.kernels.wkv7.train import wkv7_dense  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(autouse=True)
 def _fp32_matmuls():
-    """The torch path's bmm / einsum in full fp32 on a GPU (backends.training turns TF32 on process-wide)."""
+    """The torch path's bmm / einsum in full fp32 on a GPU (archrouter.evals.training turns TF32 on process-wide)."""
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield
@@ -114,7 +114,7 @@ def test_wkv7_triton_matches_torch_path(B, T, H, N, use_last):
 
 def test_training_paths_take_triton_only_on_cuda():
     """Without CUDA (or with ARCHROUTER_NO_TRITON=1) impl=None is the torch path: same results, same graph."""
-    from kernels._dispatch import use_triton
+    from archrouter.kernels._dispatch import use_triton
 
     x = torch.zeros(1, device=DEV)
     assert use_triton(x) == (DEV == "cuda")
@@ -151,8 +151,8 @@ def test_zoo_shape_triton_matches_torch_path_on_gpu(family):
 @pytest.mark.parametrize("block", [8, 64])
 def test_other_block_sizes_match(block, monkeypatch):
     """The block sizes bench_training_step.py --tiles sweeps give the same results (more / fewer partial sums)."""
-    from kernels.selective_scan import train_triton as scan
-    from kernels.wkv7 import train_triton as wkv
+    from archrouter.kernels.selective_scan import train_triton as scan
+    from archrouter.kernels.wkv7 import train_triton as wkv
 
     monkeypatch.setattr(scan, "BLOCK_D", block)
     monkeypatch.setattr(wkv, "BLOCK_V", block)
@@ -164,9 +164,9 @@ def test_other_block_sizes_match(block, monkeypatch):
 def test_model_training_step_on_triton_kernels(family, monkeypatch):
     """A tiny model's training forward + backward with the dispatch forced to the Triton kernels (as on
     CUDA) gives the torch path's loss and parameter gradients: the model's real views and shapes."""
-    import kernels.selective_scan.train as scan_train
-    import kernels.wkv7.train as wkv7_train
-    from backends.families import family_module
+    import archrouter.kernels.selective_scan.train as scan_train
+    import archrouter.kernels.wkv7.train as wkv7_train
+    from archrouter.backends.families import family_module
 
     mod = family_module(family)
     ids = torch.randint(0, 256, (2, 11))

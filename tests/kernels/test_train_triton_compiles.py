@@ -22,8 +22,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels.selective_scan import train_triton as scan
-from kernels.wkv7 import train_triton as wkv
+from archrouter.kernels.selective_scan import train_triton as scan
+from archrouter.kernels.wkv7 import train_triton as wkv
 
 target = GPUTarget("cuda", 90, 32)
 strides = {"sx": "i32", "sdt": "i32", "sb": "i32", "sc": "i32", "sz": "i32"}

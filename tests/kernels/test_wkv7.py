@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.wkv7 import naive_wkv7, wkv7
+from archrouter.kernels.wkv7 import naive_wkv7, wkv7
 
-chunk_wkv7 = pytest.importorskip("kernels.wkv7.chunk").chunk_wkv7
-fused_recurrent_wkv7 = pytest.importorskip("kernels.wkv7.fused_recurrent").fused_recurrent_wkv7
+chunk_wkv7 = pytest.importorskip("archrouter.kernels.wkv7.chunk").chunk_wkv7
+fused_recurrent_wkv7 = pytest.importorskip("archrouter.kernels.wkv7.fused_recurrent").fused_recurrent_wkv7
 
 # the kernels run where the inputs live: compiled Triton on a GPU, the interpreter on CPU
 DEV = "cuda" if torch.cuda.is_available() else "cpu"

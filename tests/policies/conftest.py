@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from policies.types import TASKS
+from archrouter.policies.types import TASKS
 
 KEYWORDS = {
     "keywords": {

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policies.classifier import TaskClassifier, evaluate, train
-from policies.labelled import read_labelled
-from policies.types import TASKS
+from archrouter.policies.classifier import TaskClassifier, evaluate, train
+from archrouter.policies.labelled import read_labelled
+from archrouter.policies.types import TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models/classifier/task-classifier.json.gz"

@@ -7,8 +7,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies.conditions import OPS, CompileContext, compile_condition
-from policies.types import TASKS, Estimate, Features
+from archrouter.policies.conditions import OPS, CompileContext, compile_condition
+from archrouter.policies.types import TASKS, Estimate, Features
 
 BACKENDS = ["small", "rwkv"]
 
@@ -217,8 +217,8 @@ def test_random_conditions_compile_or_report_and_never_crash(raw, f: Features) -
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=CONDITIONS)
 def test_random_conditions_in_a_policy_file_raise_only_policy_error(raw) -> None:
-    from policies.errors import PolicyError
-    from policies.loader import parse_policy
+    from archrouter.policies.errors import PolicyError
+    from archrouter.policies.loader import parse_policy
     from tests.policies.conftest import KEYWORDS, KeywordClassifier
 
     text = yaml.safe_dump(

@@ -13,13 +13,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies.cost import estimate
-from policies.engine import UnknownBackendError
-from policies.errors import PolicyError
-from policies.features import estimate_prompt_tokens, render_text
-from policies.loader import load_policy, parse_policy
-from policies.schema import CostModel
-from policies.types import TASKS, Features
+from archrouter.policies.cost import estimate
+from archrouter.policies.engine import UnknownBackendError
+from archrouter.policies.errors import PolicyError
+from archrouter.policies.features import estimate_prompt_tokens, render_text
+from archrouter.policies.loader import load_policy, parse_policy
+from archrouter.policies.schema import CostModel
+from archrouter.policies.types import TASKS, Features
 from tests.policies.conftest import KEYWORDS, KeywordClassifier
 
 POLICY = """\

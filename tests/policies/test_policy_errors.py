@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from policies.errors import PolicyError
-from policies.loader import load_policy, parse_policy
+from archrouter.policies.errors import PolicyError
+from archrouter.policies.loader import load_policy, parse_policy
 from tests.policies.conftest import KeywordClassifier
 
 HEAD = """\

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from policies.loader import load_policy
+from archrouter.policies.loader import load_policy
 from tests.conftest import ROOT
 
 ray = pytest.importorskip("ray")
@@ -33,12 +33,11 @@ def deployments(app) -> dict[str, dict]:
 
 @pytest.mark.parametrize("path,gpus", CONFIGS.items())
 def test_config_is_valid_and_gives_each_family_its_gpu_share(path, gpus):
-    import ray_app
-
+    from archrouter import ray_app
     doc = yaml.safe_load((ROOT / path).read_text())
     ServeDeploySchema.model_validate(doc)  # what `serve deploy` checks
     [app_spec] = doc["applications"]
-    assert app_spec["import_path"] == "ray_app:build"
+    assert app_spec["import_path"] == "archrouter.ray_app:build"
     args = ray_app.ServeArgs.model_validate(app_spec["args"])
     assert (ROOT / args.policy).resolve() == (ROOT / "config/policy.yaml").resolve()
     assert set(args.backends) == set(ZOO.backends) == {"transformer", "mamba", "rwkv", "xlstm"}
@@ -57,8 +56,7 @@ def test_config_is_valid_and_gives_each_family_its_gpu_share(path, gpus):
 
 @pytest.mark.parametrize("path", CONFIGS)
 def test_cpu_override_drops_gpus_and_keeps_the_rest(path, tmp_path):
-    import ray_app
-
+    from archrouter import ray_app
     doc = serve_doc(ROOT / path, ROOT / "config/policy.yaml", "cpu", 8123)
     ServeDeploySchema.model_validate(doc)
     args = doc["applications"][0]["args"]

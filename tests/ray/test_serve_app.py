@@ -18,7 +18,7 @@ import openai
 import pytest
 import redis
 
-from backends.families import init_random
+from archrouter.backends.families import init_random
 from tests.conftest import CLASSIFIER, REDIS_URL, ROOT
 from tests.router.conftest import free_port
 
@@ -55,8 +55,7 @@ default: {{route: {default}, fallbacks: [{"mamba" if default == "transformer" el
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    import ray_app
-
+    from archrouter import ray_app
     models = tmp_path_factory.mktemp("ray-models")
     init_random("transformer", "tiny", models / "transformer", seed=1)
     init_random("mamba", "tiny", models / "mamba", seed=2)
@@ -134,8 +133,8 @@ def test_replica_errors_keep_their_type(app):
     # (Ray wraps it in a RayTaskError; the router's dispatch needs the type and the replica's message)
     import asyncio
 
-    from backends.protocol import ContextLengthExceeded, GenerationRequest, SamplingParams
-    from router.ray_client import ray_factory
+    from archrouter.backends.protocol import ContextLengthExceeded, GenerationRequest, SamplingParams
+    from archrouter.router.ray_client import ray_factory
 
     handle = serve.get_deployment_handle("backend-transformer", app_name="archrouter")
     client = ray_factory({"transformer": handle})("transformer", None)
@@ -295,8 +294,7 @@ def test_health_check_fails_once_the_engine_stops(app):
     # Serve replaces a replica whose check_health raises; the check asks the engine itself
     import asyncio
 
-    import ray_app
-
+    from archrouter import ray_app
     spec = {"family": "mamba", "checkpoint": str(app["models"] / "mamba"), "context_length": 64}
     server = ray_app.BackendServer.func_or_class("mamba", spec, "cpu")
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import uvicorn
 
-from backends.families import init_random
-from router.app import create_app
-from router.settings import Settings
+from archrouter.backends.families import init_random
+from archrouter.router.app import create_app
+from archrouter.router.settings import Settings
 from tests.conftest import CLASSIFIER
 
 

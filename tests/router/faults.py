@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import redis
 
-from backends.protocol import BackendError, GenerationChunk, GenerationRequest
-from router.embedded import embedded_factory
+from archrouter.backends.protocol import BackendError, GenerationChunk, GenerationRequest
+from archrouter.router.embedded import embedded_factory
 
 # the environment's documented command (CI runs tests one after another, so stopping Redis is safe there)
 REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",

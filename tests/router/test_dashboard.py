@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from policies.loader import PolicyError, parse_policy
+from archrouter.policies.loader import PolicyError, parse_policy
 
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # the dev extra installs it; without it there is no browser to drive
     sync_playwright = None
-from router.dashboard.load import histogram_quantile
-from router.metrics import LATENCY_BUCKETS
-from router.settings import Settings
+from archrouter.router.dashboard.load import histogram_quantile
+from archrouter.router.metrics import LATENCY_BUCKETS
+from archrouter.router.settings import Settings
 from tests.conftest import REDIS_URL
 from tests.router import browser as chromium
 from tests.router.conftest import LiveServer, free_port, policy_text

@@ -12,9 +12,9 @@ import openai
 import pytest
 import uvicorn
 
-from backends.engine import Engine, EngineConfig
-from router.app import create_app
-from router.settings import Settings
+from archrouter.backends.engine import Engine, EngineConfig
+from archrouter.router.app import create_app
+from archrouter.router.settings import Settings
 from tests.conftest import CLASSIFIER
 from tests.router.conftest import LiveServer, free_port, policy_text
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import openai
 import pytest
 
-from backends.families import FAMILIES, init_random
-from router.settings import Settings
+from archrouter.backends.families import FAMILIES, init_random
+from archrouter.router.settings import Settings
 from tests.conftest import CLASSIFIER
 from tests.router.conftest import LiveServer, free_port
 

@@ -23,10 +23,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from backends.protocol import SamplingParams
-from backends.sampling import sample
-from router import schemas
-from router.settings import Settings
+from archrouter.backends.protocol import SamplingParams
+from archrouter.backends.sampling import sample
+from archrouter.router import schemas
+from archrouter.router.settings import Settings
 from tests.router.conftest import LiveServer, free_port, policy_text
 
 

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends.protocol import SamplingParams
-from backends.sampling import sample
-from backends.stopping import StopMatcher
+from archrouter.backends.protocol import SamplingParams
+from archrouter.backends.sampling import sample
+from archrouter.backends.stopping import StopMatcher
 
 
 def test_greedy_and_top_k_1_agree():

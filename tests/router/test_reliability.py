@@ -24,11 +24,11 @@ import structlog.testing
 import yaml
 from typer.testing import CliRunner
 
-from router import cli
-from router.auth import KeyStore
-from router.decision_log import DecisionLog
-from router.metrics import Metrics
-from router.settings import Settings
+from archrouter import cli
+from archrouter.router.auth import KeyStore
+from archrouter.router.decision_log import DecisionLog
+from archrouter.router.metrics import Metrics
+from archrouter.router.settings import Settings
 from tests.conftest import CLASSIFIER, REDIS_URL, ROOT
 from tests.router.conftest import LiveServer, free_port, policy_text
 from tests.router.faults import faulty_factory, redis_outage, redis_ping
@@ -474,7 +474,7 @@ def test_sigterm_drains_streams_refuses_new_connections_and_exits_0(model_dir, t
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ARCHROUTER_LOG_FORMAT": "json", "ARCHROUTER_WATCH_POLICY": "0",
            "ARCHROUTER_SHUTDOWN_GRACE_S": "60"}
     env.pop("REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-c", "from router.cli import app; app()", "serve", "--embedded",
+    proc = subprocess.Popen([sys.executable, "-m", "archrouter", "serve", "--embedded",
                              "--port", str(port), "--policy", str(tmp_path / "policy.yaml")],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from router.settings import Settings
+from archrouter.router.settings import Settings
 from tests.conftest import REDIS_URL
 from tests.router.conftest import LiveServer, free_port, policy_text
 

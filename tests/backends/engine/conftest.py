@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from backends.engine import Engine, EngineConfig
-from backends.families import FAMILIES, init_random
-from backends.generator import Generator
-from backends.protocol import GenerationRequest, SamplingParams
+from archrouter.backends.engine import Engine, EngineConfig
+from archrouter.backends.families import FAMILIES, init_random
+from archrouter.backends.generator import Generator
+from archrouter.backends.protocol import GenerationRequest, SamplingParams
 
 CONTEXT = 1024
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from backends.engine import QueueTimeout
-from backends.protocol import BackendError, BackendOverloaded, ContextLengthExceeded
+from archrouter.backends.engine import QueueTimeout
+from archrouter.backends.protocol import BackendError, BackendOverloaded, ContextLengthExceeded
 from tests.backends.engine.conftest import FAMILY_PARAMS, make_engine, make_generator, request, run, settled
 
 PROMPTS = [

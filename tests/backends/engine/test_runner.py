@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from backends import families
-from backends.engine import Engine, EngineConfig
-from backends.engine.graphs import DecodeGraphs
-from backends.engine.runner import ModelRunner
-from backends.engine.sequence import Sequence, Status
-from backends.protocol import SamplingParams
-from backends.sampling import sample, sample_batch
-from backends.tokenizer import load_tokenizer
+from archrouter.backends import families
+from archrouter.backends.engine import Engine, EngineConfig
+from archrouter.backends.engine.graphs import DecodeGraphs
+from archrouter.backends.engine.runner import ModelRunner
+from archrouter.backends.engine.sequence import Sequence, Status
+from archrouter.backends.protocol import SamplingParams
+from archrouter.backends.sampling import sample, sample_batch
+from archrouter.backends.tokenizer import load_tokenizer
 from tests.backends.engine.conftest import FAMILY_PARAMS, make_engine, make_generator, request, run, settled
 from tests.backends.engine.test_batching import PROMPTS
 

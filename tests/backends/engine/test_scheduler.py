@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.engine.config import EngineConfig
-from backends.engine.scheduler import Scheduler
-from backends.engine.sequence import Sequence, Status
-from backends.protocol import BackendOverloaded, SamplingParams
-from backends.tokenizer import ByteTokenizer
+from archrouter.backends.engine.config import EngineConfig
+from archrouter.backends.engine.scheduler import Scheduler
+from archrouter.backends.engine.sequence import Sequence, Status
+from archrouter.backends.protocol import BackendOverloaded, SamplingParams
+from archrouter.backends.tokenizer import ByteTokenizer
 
 
 def seq(i: int, prompt_len: int, max_tokens: int = 4) -> Sequence:

@@ -12,8 +12,8 @@ import pytest
 import redis
 import torch
 
-from backends.base import Cache
-from backends.engine import MemoryStateStore, RedisStateStore, StateCache
+from archrouter.backends.base import Cache
+from archrouter.backends.engine import MemoryStateStore, RedisStateStore, StateCache
 from tests.backends.engine.conftest import FAMILY_PARAMS, make_engine, request, run, settled
 from tests.conftest import REDIS_URL
 

@@ -1,3 +1,0 @@
-from evals.cli import app
-
-app(prog_name="python -m evals")

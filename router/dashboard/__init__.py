@@ -1,5 +1,0 @@
-"""The web dashboard at /dashboard: live decisions, backend load, a policy playground, capability plots."""
-
-from router.dashboard.routes import build
-
-__all__ = ["build"]

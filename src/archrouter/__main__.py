@@ -1,0 +1,5 @@
+"""`python -m archrouter ...`: the same as the `archrouter` console script."""
+
+from archrouter.cli import main
+
+main()

@@ -1,0 +1,340 @@
+"""The continuous-batching engine behind `BackendClient`: scheduler + model runner + a step thread.
+
+`generate()` encodes the request, queues a `Sequence` and streams what the step thread hands to the
+sequence's asyncio queue. The step thread loops: expire waiting requests past the queue timeout,
+drop cancelled ones (their cache rows go at this step), admit, restore cached prefixes, plan the
+step, run one decode forward and the prompt-chunk forwards, sample per request, stream.
+
+Cached prefixes: a recurrent family restores a state snapshot (`state_cache`); the Transformer keeps
+its KV in the engine's paged block pool, where full blocks are shared by every prompt that starts
+with the same tokens, so a later prompt attaches them and prefills only the rest. That pool is the
+one thing the engine uses beyond the design's model interface: a model with `new_kv_pool` gets one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+import torch
+
+from archrouter.backends import families
+from archrouter.backends.base import Cache, CausalLM
+from archrouter.backends.engine.config import EngineConfig
+from archrouter.backends.engine.graphs import DecodeGraphs
+from archrouter.backends.engine.runner import ModelRunner
+from archrouter.backends.engine.scheduler import Scheduler
+from archrouter.backends.engine.sequence import Sequence, Status
+from archrouter.backends.engine.state_cache import RedisStateStore, StateCache, StateStore
+from archrouter.backends.generator import is_trained
+from archrouter.backends.paged_cache import PagedKVPool
+from archrouter.backends.protocol import (
+    BackendError,
+    BackendInfo,
+    ContextLengthExceeded,
+    GenerationChunk,
+    GenerationRequest,
+)
+from archrouter.backends.sampling import is_greedy
+from archrouter.backends.tokenizer import Tokenizer, load_tokenizer
+
+log = structlog.get_logger("archrouter.engine")
+
+# families whose cache grows with every token (admitted by KV budget); the rest keep a fixed-size state
+ATTENTION_FAMILIES = frozenset({"transformer"})
+
+
+def checkpoint_fingerprint(checkpoint: str | Path) -> str:
+    """Names a checkpoint's contents (config + weight file names and sizes) for state-cache keys."""
+    path = Path(checkpoint)
+    h = hashlib.blake2b(digest_size=12)
+    files = sorted(path.iterdir()) if path.is_dir() else [path] if path.exists() else []
+    for f in files:
+        if f.name == "config.json":
+            h.update(f.read_bytes())
+        elif f.suffix in (".safetensors", ".pth", ".bin"):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()
+
+
+def _deliver(items: list[tuple[asyncio.Queue, GenerationChunk]]) -> None:
+    for queue, chunk in items:
+        queue.put_nowait(chunk)
+
+
+def build_state_store(config: EngineConfig) -> StateStore | None:
+    """The byte tier behind the in-process one: Redis when configured (shared by replicas), else none."""
+    if config.redis_url:
+        return RedisStateStore(config.redis_url, ttl_s=config.state_cache_ttl_s, max_bytes=config.state_cache_max_bytes)
+    return None
+
+
+class Engine:
+    def __init__(
+        self,
+        info: BackendInfo,
+        model: CausalLM,
+        tokenizer: Tokenizer,
+        config: EngineConfig | None = None,
+        *,
+        state_store: StateStore | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        self.info = info
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config or EngineConfig()
+        capacity = "tokens" if info.family in ATTENTION_FAMILIES else "slots"
+        self.scheduler = Scheduler(self.config, capacity, context_length=info.context_length)
+        graphs = None
+        device = next(model.parameters()).device
+        if self.config.cuda_graphs and capacity == "slots" and device.type == "cuda":
+            sizes = [s for s in self.config.cuda_graph_sizes if s <= self.config.max_num_seqs]
+            graphs = DecodeGraphs(self.model, sizes or [self.config.max_num_seqs])
+        # paged attention: one block pool for every sequence, sized so that what admission reserves always
+        # fits (each row may round up one partial block and hold one copy-on-write block)
+        self.kv_pool: PagedKVPool | None = None
+        if capacity == "tokens" and self.config.kv_paged and hasattr(model, "new_kv_pool"):
+            bs = self.config.kv_block_size
+            self.kv_pool = model.new_kv_pool(-(-self.config.kv_token_budget // bs) + 2 * self.config.max_num_seqs, bs)
+        self.runner = ModelRunner(self.model, tokenizer.vocab_size, graphs=graphs,
+                                  init_cache=self.kv_pool.new_cache if self.kv_pool else None)
+        self.state_cache: StateCache | None = None
+        wanted = self.config.state_cache
+        self.prefix_blocks = self.kv_pool is not None and wanted != "off"
+        self.block_counters = {"prefix_hits": 0, "prefix_misses": 0, "prefix_saved_tokens": 0}
+        if self.kv_pool is None and (wanted == "on" or (wanted == "auto" and capacity == "slots")):
+            store = state_store if state_store is not None else build_state_store(self.config)
+            dtype = dtype or next(model.parameters()).dtype
+            namespace = f"{info.name}|{info.family}|{checkpoint_fingerprint(info.checkpoint)}|{dtype}"
+            cache_type = self.runner.cache_type
+
+            def restore(data: bytes) -> Cache:
+                return cache_type.restore(data, device=device)
+
+            self.state_cache = StateCache(store, namespace, block=self.config.state_cache_block, restore=restore,
+                                          local_bytes=self.config.state_cache_local_bytes)
+        self.counters = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "prefill_tokens": 0,
+                         "steps": 0, "step_errors": 0}
+        self._ids = itertools.count()
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, GenerationChunk]]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"engine-{info.name}", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        name: str,
+        family: str,
+        checkpoint: str | Path,
+        *,
+        context_length: int,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        config: EngineConfig | None = None,
+        state_store: StateStore | None = None,
+    ) -> Engine:
+        model = families.load(family, checkpoint, device=device, dtype=dtype)
+        tokenizer = families.family_module(family).__dict__.get("load_tokenizer", load_tokenizer)(checkpoint)
+        info = BackendInfo(name=name, family=family, context_length=context_length, checkpoint=str(checkpoint),
+                           trained=is_trained(checkpoint), parameters=model.num_parameters())
+        return cls(info, model, tokenizer, config, state_store=state_store, dtype=dtype)
+
+    # ------------------------------------------------------------------ BackendClient
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        if request.messages is not None:
+            return self.tokenizer.apply_chat_template(request.messages)
+        return self.tokenizer.encode(request.prompt or "", add_bos=True)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        size = len(request.prompt or "") + sum(len(m.get("content") or "") for m in request.messages or [])
+        # a long text is tokenized off the event loop, which keeps streaming everyone else's tokens
+        ids = await asyncio.to_thread(self.encode, request) if size > 20_000 else self.encode(request)
+        sp = request.sampling
+        if len(ids) + sp.max_tokens > self.info.context_length:
+            raise ContextLengthExceeded(len(ids) + sp.max_tokens, self.info.context_length, self.info.name)
+        if self._stop.is_set():
+            raise BackendError(f"backend {self.info.name!r} is shut down")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+
+        def emit(item: GenerationChunk | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        gen = None  # unseeded rows draw from the default generator, all of them in one call a step
+        if sp.seed is not None and not is_greedy(sp):
+            gen = torch.Generator(device=self.runner.device).manual_seed(sp.seed)
+        seq = Sequence(next(self._ids), request.request_id, ids, sp, gen, self.tokenizer.decoder(),
+                       set(self.tokenizer.eos_ids), emit, loop=loop, queue=queue)
+        self.scheduler.add(seq)  # BackendOverloaded when the waiting queue is full
+        self.counters["requests"] += 1
+        self.counters["prompt_tokens"] += len(ids)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason:
+                    return
+        finally:
+            if seq.finish_reason is None:  # client gone (or the stream failed): free the slot at the next step
+                self.scheduler.abort(seq)
+
+    async def ready(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    async def close(self) -> None:
+        self._stop.set()
+        with self.scheduler.lock:
+            self.scheduler.work.notify_all()
+        await asyncio.to_thread(self._thread.join, 30)
+        if self.state_cache is not None:
+            await asyncio.to_thread(self.state_cache.close)
+
+    def stats(self) -> dict[str, float]:
+        """Plain numbers for /metrics and the policy's `queue_depth.<backend>` feature."""
+        s: dict[str, float] = {**self.scheduler.stats(), **self.counters}
+        s["queue_depth"] = s["waiting"]
+        g = self.runner.graphs
+        s["decode_graphs_on"] = int(g is not None and g.disabled is None)
+        s["decode_graph_replays"] = g.replays if g is not None else 0
+        s.update(self.state_cache.stats() if self.state_cache else dict.fromkeys(
+            ("prefix_hits", "prefix_misses", "prefix_saved_tokens", "prefix_stores", "prefix_bytes_read",
+             "prefix_bytes_written", "prefix_errors", "prefix_cache_bytes", "prefix_evictions"), 0))
+        if self.kv_pool is not None:
+            alloc = self.kv_pool.allocator
+            s.update(self.block_counters, kv_blocks_total=alloc.num_blocks, kv_blocks_used=alloc.num_used,
+                     kv_block_size=alloc.block_size)
+        return s
+
+    def describe(self) -> dict:
+        return {**self.info.__dict__, **self.stats()}
+
+    # ------------------------------------------------------------------ step thread
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while not self._stop.is_set():
+                try:
+                    busy = self._step()
+                except Exception as exc:  # a failed step fails its requests, never the engine
+                    self._flush()  # tokens streamed before the failure arrive before the error
+                    log.exception("engine_step_failed", backend=self.info.name)
+                    self.counters["step_errors"] += 1
+                    self._fail_running(BackendError(f"backend {self.info.name!r} failed: {exc}"))
+                    busy = True
+                if not busy:
+                    self.scheduler.wait_for_work(0.25)
+        self._fail_all(BackendError(f"backend {self.info.name!r} shut down"))
+
+    def _step(self) -> bool:
+        sched, runner = self.scheduler, self.runner
+        for seq, err in sched.expire():
+            seq.emit(err)
+        for seq in sched.drop_finished():
+            seq.cache = None
+        for seq in sched.admit():
+            if self.prefix_blocks:
+                self._reuse_blocks(seq)
+            else:
+                self._restore_prefix(seq)
+        plan = sched.plan()
+        runner.sync(plan.decode)  # rows that finished or were cancelled are freed here
+        if not plan:
+            return False
+        self.counters["steps"] += 1
+        # one decode forward, the prompt-chunk forwards, one sampling call and one read-back for all of them
+        sampled = runner.step(plan.prefill)
+        if plan.decode:
+            self._snapshot_decode_rows()
+        for seq, n in plan.prefill:
+            self.counters["prefill_tokens"] += n
+            if self.state_cache and seq.snapshot_at and seq.num_computed == seq.snapshot_at:
+                self.state_cache.store(seq.prompt, seq.snapshot_at, seq.cache.gather([0]))  # a device copy
+        for seq, token in sampled:
+            if seq.status is Status.PREFILL:
+                seq.status = Status.DECODE
+            self._emit_token(seq, token)
+        self._flush()
+        return True
+
+    def _flush(self) -> None:
+        """Hand this step's chunks to their event loops: one thread-safe call per loop."""
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+                loop.call_soon_threadsafe(_deliver, items)
+
+    def _emit_token(self, seq: Sequence, token: int) -> None:
+        chunk = seq.append(token)
+        self.counters["completion_tokens"] += 1
+        if chunk.finish_reason:  # bookkeeping first, so a client that sees the end sees it settled
+            self.scheduler.finish(seq)
+            seq.cache = None
+            if self.state_cache and seq.pending_snapshot is not None:
+                self.state_cache.store(seq.tokens, *seq.pending_snapshot)
+            seq.pending_snapshot = None
+        if seq.loop is not None and seq.queue is not None:
+            self._outbox.setdefault(seq.loop, []).append((seq.queue, chunk))
+        else:
+            seq.emit(chunk)
+
+    def _reuse_blocks(self, seq: Sequence) -> None:
+        """Attach the pool's full KV blocks that already hold this prompt's prefix (vLLM's prefix caching)."""
+        cache = self.kv_pool.new_cache(1)
+        n = cache.reuse_prefix(0, seq.prompt)  # whole blocks, and never the last prompt token
+        c = self.block_counters
+        if n:
+            seq.cache, seq.num_computed, seq.prefix_tokens = cache, n, n
+            c["prefix_hits"] += 1
+            c["prefix_saved_tokens"] += n
+        else:
+            c["prefix_misses"] += 1
+
+    def _restore_prefix(self, seq: Sequence) -> None:
+        sc = self.state_cache
+        if sc is None:
+            return
+        hit = sc.lookup(seq.prompt, max_len=len(seq.prompt) - 1)  # keep one token: its logits start decoding
+        if hit is not None:
+            n, seq.cache = hit
+            seq.num_computed = seq.prefix_tokens = n
+        target = sc.boundary(len(seq.prompt))
+        seq.snapshot_at = target if target > seq.num_computed else 0
+
+    def _snapshot_decode_rows(self) -> None:
+        """Keep each decoding row's latest block-aligned state, as a copy on the device; only the last one
+        is stored, when the turn ends. Skipped while a copy of every row would not fit the local tier
+        (a large batch of large states): those turns keep their prompt's snapshot only."""
+        sc = self.state_cache
+        if sc is None or self.runner.cache.nbytes() > sc.local.max_bytes:
+            return
+        for i, seq in enumerate(self.runner.rows):
+            if seq.num_computed % sc.block == 0 and seq.num_computed > len(seq.prompt):
+                seq.pending_snapshot = (seq.num_computed, self.runner.cache.gather([i]))
+
+    def _fail_running(self, err: BaseException) -> None:
+        for seq in list(self.scheduler.running):
+            seq.emit(err)
+            seq.finish_reason = seq.finish_reason or "error"
+            self.scheduler.finish(seq)
+            seq.cache = None
+        self.runner.rows, self.runner.cache = [], None
+
+    def _fail_all(self, err: BaseException) -> None:
+        self._fail_running(err)
+        with self.scheduler.lock:
+            waiting, self.scheduler.waiting = list(self.scheduler.waiting), type(self.scheduler.waiting)()
+        for seq in waiting:
+            seq.status = Status.FINISHED
+            seq.emit(err)

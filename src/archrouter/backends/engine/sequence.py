@@ -1,0 +1,97 @@
+"""One request inside the engine: its tokens, its place in the cache, its own sampling and stop state."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from archrouter.backends.base import Cache
+from archrouter.backends.protocol import GenerationChunk, SamplingParams
+from archrouter.backends.stopping import StopMatcher
+from archrouter.backends.tokenizer import IncrementalDecoder
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    PREFILL = "prefill"
+    DECODE = "decode"
+    FINISHED = "finished"
+
+
+Emit = Callable[[GenerationChunk | BaseException], None]
+
+
+@dataclass(eq=False)
+class Sequence:
+    seq_id: int
+    request_id: str
+    prompt: list[int]
+    params: SamplingParams
+    generator: torch.Generator | None
+    decoder: IncrementalDecoder
+    eos_ids: set[int]
+    emit: Emit  # thread-safe: hands a chunk (or the error that ends the stream) to the request's queue
+    arrival: float = field(default_factory=time.monotonic)
+    status: Status = Status.WAITING
+    output: list[int] = field(default_factory=list)
+    num_computed: int = 0  # tokens whose effect is in the cache
+    cache: Cache | None = None  # the sequence's own batch-of-one cache while it prefills
+    reserved_tokens: int = 0  # KV budget taken at admission
+    aborted: bool = False
+    finish_reason: str | None = None
+    prefix_tokens: int = 0  # prompt tokens restored from the state cache
+    snapshot_at: int = 0  # prefill stops at this length once so the state cache can keep it
+    pending_snapshot: tuple[int, Cache] | None = None  # latest block-aligned state seen while decoding (a copy)
+    first_token_at: float | None = None
+    # where the step thread batches this request's chunks: all of a step's chunks for one event loop go
+    # in one call_soon_threadsafe (one wake-up write a step, not one a token); None: `emit` each chunk
+    loop: asyncio.AbstractEventLoop | None = None
+    queue: asyncio.Queue | None = None
+
+    def __post_init__(self) -> None:
+        self.stops = StopMatcher(self.params.stop)
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.prompt + self.output
+
+    @property
+    def prefill_left(self) -> int:
+        return max(0, len(self.prompt) - self.num_computed)
+
+    @property
+    def last_token(self) -> int:
+        return self.output[-1] if self.output else self.prompt[-1]
+
+    def to_feed(self, n: int) -> list[int]:
+        """The next `n` tokens the model has not seen (prompt chunk, or the last sampled token)."""
+        if self.num_computed + n <= len(self.prompt):  # no copy of the whole history per chunk
+            return self.prompt[self.num_computed : self.num_computed + n]
+        return self.tokens[self.num_computed : self.num_computed + n]
+
+    def append(self, token: int) -> GenerationChunk:
+        """Record a sampled token; the chunk to stream (finish_reason set when this ends the request)."""
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        self.output.append(token)
+        n_out, n_in = len(self.output), len(self.prompt)
+        if token in self.eos_ids:
+            self.finish_reason = "stop"
+            return GenerationChunk(self.decoder.flush() + self.stops.flush(), [], n_in, n_out, "stop")
+        text, stopped = self.stops.push(self.decoder.push([token]))
+        if stopped:
+            self.finish_reason = "stop"
+            return GenerationChunk(text, [token], n_in, n_out, "stop")
+        if n_out >= self.params.max_tokens:
+            self.finish_reason = "length"
+            tail, stopped = self.stops.push(self.decoder.flush())
+            if stopped:
+                self.finish_reason = "stop"
+                return GenerationChunk(text + tail, [token], n_in, n_out, "stop")
+            return GenerationChunk(text + tail + self.stops.flush(), [token], n_in, n_out, "length")
+        return GenerationChunk(text, [token], n_in, n_out)
