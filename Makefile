@@ -11,7 +11,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: serve serve-embedded test lock bench-router bench-serve screenshots clean
+.PHONY: install serve serve-embedded test lock bench-router bench-serve screenshots clean
 
 # A new lock (or pyproject.toml) means a new environment: nothing left over from the last one.
 $(STAMP): pyproject.toml $(LOCK)
@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
 	@touch $@
+
+install: $(STAMP)
 
 # Sync the lock with pyproject.toml, keeping the pins it can; `make lock LOCK_FLAGS=--upgrade` (or
 # `--upgrade-package NAME`) moves to newer releases: a deliberate commit, after `make test` passed on it
