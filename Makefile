@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 LOCK   := requirements.lock
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 # torch's CPU build (torch==2.13.0+cpu) is on PyTorch's CPU index; where pip's config names a local copy, that
-# serves too (the hash in the lock decides). Unreachable, it costs one failed lookup per package (--retries 1).
+# serves too (the hash in the lock decides). It is installed first, alone, so only its lookup asks that index.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml $(LOCK)
 		{ echo "$(LOCK) is resolved for CPython 3.11 (torch's cp311 CPU wheel): run with PYTHON=python3.11" >&2; exit 1; }
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --require-hashes --no-deps --retries 1 --extra-index-url $(TORCH_INDEX) -r $(LOCK)
+	awk '/^torch==/{p=1} p&&!/^ /&&!/^torch==/{exit} p' $(LOCK) > $(VENV)/torch.txt
+	$(BIN)/python -m pip install -q --require-hashes --no-deps --retries 1 --extra-index-url $(TORCH_INDEX) \
+		-r $(VENV)/torch.txt
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
 	@touch $@
