@@ -1,6 +1,6 @@
 """A bounded mixed workload through the router's OpenAI endpoint: routed by the policy vs all on one backend.
 
-The workload is the capability task mix of evals/tasks.py: every generator in turn (all six task types),
+The workload is the capability task mix of src/archrouter/evals/tasks.py: every generator in turn (all six task types),
 each item's size knob set so its prompt lands near a target length drawn log-uniformly in
 [--min-prompt, --max-prompt] tokens (the zoo is byte-level: tokens are UTF-8 bytes). The same fixed list
 of requests is sent twice over real HTTP by --concurrency closed-loop streaming clients:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archrouter.backends.families import init_random  # noqa: E402
+from archrouter.evals import DATA_DIR  # noqa: E402
 from archrouter.policies.labelled import read_labelled  # noqa: E402
 from archrouter.router.settings import Settings  # noqa: E402
 from tests.router import browser as chromium  # noqa: E402
@@ -55,7 +56,7 @@ def local_policy(policy: Path, folder: Path) -> Path:
 def traffic(url: str, stop: threading.Event, seed: int) -> None:
     """Labelled prompts (short enough to answer quickly on a CPU), a few tokens each."""
     rng = random.Random(seed)
-    files = [*sorted((ROOT / "evals/data").glob("*test*.jsonl*")), ROOT / "evals/data/handwritten.jsonl"]
+    files = [*sorted(DATA_DIR.glob("*test*.jsonl*")), DATA_DIR / "handwritten.jsonl"]
     records = [r for f in files if f.exists() for r in read_labelled(f) if len(r.text()) < 2500]
     with httpx.Client(base_url=url, timeout=120) as c:
         while not stop.is_set():

@@ -354,7 +354,7 @@ def test_families_registry_loads_it(tmp_path):
 
 
 def test_training_forward_has_gradients():
-    """evals/training.py trains through forward(ids) with no cache."""
+    """src/archrouter/evals/training.py trains through forward(ids) with no cache."""
     m = tr.from_config(tr.random_config("tiny") | {"num_hidden_layers": 1}, seed=0).train()
     ids = torch.randint(0, 264, (2, 9))
     logits, _ = m(ids)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from archrouter.evals import DATA_DIR
 from archrouter.evals.labelled import generate, split
 from archrouter.evals.schema import LabelledDataError, LabelledPrompt, parse_lines, read_labelled, write_labelled
 from archrouter.policies.types import TASKS
@@ -42,9 +43,9 @@ def test_split_holds_out_templates() -> None:
 
 
 def test_shipped_files_validate() -> None:
-    tr = read_labelled(ROOT / "evals/data/labelled_train.jsonl.gz")
-    te = read_labelled(ROOT / "evals/data/labelled_test.jsonl.gz")
-    hw = read_labelled(ROOT / "evals/data/handwritten.jsonl")
+    tr = read_labelled(DATA_DIR / "labelled_train.jsonl.gz")
+    te = read_labelled(DATA_DIR / "labelled_test.jsonl.gz")
+    hw = read_labelled(DATA_DIR / "handwritten.jsonl")
     assert len(hw) >= 150 and len(tr) + len(te) >= 3000
     assert len(te) / (len(tr) + len(te)) >= 0.2
     assert not {r.text() for r in tr} & {r.text() for r in te}
@@ -53,7 +54,7 @@ def test_shipped_files_validate() -> None:
 def test_gzip_files_round_trip_byte_for_byte(tmp_path) -> None:
     # a .gz name is gzip both ways; the compressed bytes do not depend on the time they were written,
     # so the manifest's sha256 of a regenerated set matches
-    records = read_labelled(ROOT / "evals/data/handwritten.jsonl")[:50]
+    records = read_labelled(DATA_DIR / "handwritten.jsonl")[:50]
     write_labelled(tmp_path / "a.jsonl", records)
     write_labelled(tmp_path / "a.jsonl.gz", records)
     write_labelled(tmp_path / "b.jsonl.gz", records)
@@ -61,9 +62,9 @@ def test_gzip_files_round_trip_byte_for_byte(tmp_path) -> None:
     assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
     assert read_labelled(tmp_path / "a.jsonl.gz") == records == read_labelled(tmp_path / "a.jsonl")
     # the shipped compressed sets are the ones the manifest names
-    manifest = json.loads((ROOT / "evals/data/labelled_manifest.json").read_text())
+    manifest = json.loads((DATA_DIR / "labelled_manifest.json").read_text())
     for name in ("labelled_train.jsonl.gz", "labelled_test.jsonl.gz"):
-        assert hashlib.sha256((ROOT / "evals/data" / name).read_bytes()).hexdigest() == manifest["sha256"][name]
+        assert hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest() == manifest["sha256"][name]
 
 
 def test_bad_lines_name_line_and_field() -> None:
@@ -130,7 +131,7 @@ def test_record_formats_carry_the_same_rows() -> None:
 def test_dashboard_playground_lists_compressed_sets(tmp_path) -> None:
     from archrouter.router.dashboard.playground import LabelledSets
 
-    records = read_labelled(ROOT / "evals/data/handwritten.jsonl")[:5]
+    records = read_labelled(DATA_DIR / "handwritten.jsonl")[:5]
     write_labelled(tmp_path / "plain.jsonl", records)
     write_labelled(tmp_path / "packed.jsonl.gz", records)
     files = {f.name: f.records for f in LabelledSets(tmp_path).files()}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from archrouter.evals import DATA_DIR
 from archrouter.policies.classifier import TaskClassifier, evaluate, train
 from archrouter.policies.labelled import read_labelled
 from archrouter.policies.types import TASKS
@@ -16,7 +17,7 @@ from archrouter.policies.types import TASKS
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models/classifier/task-classifier.json.gz"
 METRICS = ROOT / "models/classifier/metrics.json"
-TEST = ROOT / "evals/data/labelled_test.jsonl.gz"
+TEST = DATA_DIR / "labelled_test.jsonl.gz"
 
 
 @pytest.fixture(scope="module")

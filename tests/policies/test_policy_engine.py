@@ -328,7 +328,8 @@ def test_any_corrupted_policy_raises_only_policy_error(path, value) -> None:
 
 
 def test_policies_import_no_torch() -> None:
-    code = "import sys, policies.loader, policies.engine, policies.features; print('torch' in sys.modules)"
+    code = ("import sys, archrouter.policies.loader, archrouter.policies.engine, archrouter.policies.features; "
+            "print('torch' in sys.modules)")
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -16,6 +16,8 @@ from typing import Annotated
 
 import typer
 
+from archrouter.evals import DATA_DIR
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evaluate routing policies offline.")
 
 
@@ -289,7 +291,7 @@ def capability_merge(
 @app.command("capability-labels")
 def capability_labels(
     capability: Annotated[Path, typer.Option(help="capability.json.")],
-    out: Annotated[Path, typer.Option(help="Labelled JSONL to write.")] = Path("evals/data/labelled_capability.jsonl"),
+    out: Annotated[Path, typer.Option(help="Labelled JSONL to write.")] = DATA_DIR / "labelled_capability.jsonl",
     per_cell: Annotated[int, typer.Option(help="Items per (generator, scale) cell.")] = 10,
     names: Annotated[str | None, typer.Option(help="Backend names: family=name,... (default: family names).")] = None,
     cost_device: Annotated[str | None, typer.Option(help="Cost curves of: cuda or cpu (default: cuda if measured).")]
@@ -318,8 +320,8 @@ def capability_labels(
 
 @app.command("task-labels")
 def task_labels(
-    out: Annotated[Path, typer.Option(help="Labelled JSONL(.gz) to write.")] = Path(
-        "evals/data/labelled_tasks_train.jsonl.gz"),
+    out: Annotated[Path, typer.Option(help="Labelled JSONL(.gz) to write.")] = (
+        DATA_DIR / "labelled_tasks_train.jsonl.gz"),
     per_cell: Annotated[int, typer.Option(help="Items per (generator, scale) cell.")] = 12,
 ) -> None:
     """Task items as classifier training data (seeds disjoint from the capability matrix's)."""

@@ -1,6 +1,6 @@
 """The capability matrix: accuracy of each trained family per task and length, and what it costs to serve.
 
-    python -m archrouter.evals capability --out evals/results/capability/ [--families ...] [--items 200]
+    python -m archrouter.evals capability --out src/archrouter/evals/results/capability/ [--families ...] [--items 200]
         [--scales 1 2 4 8] [--device cpu|cuda] [--cost-lengths 256 1024 4096 16384] [--no-cost]
 
 **Accuracy.** For every task (policies.types.TASKS) and length scale s, `--items` held-out items

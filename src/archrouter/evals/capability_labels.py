@@ -1,7 +1,7 @@
-"""Labelled prompts from the capability matrix: `evals/data/labelled_capability.jsonl`.
+"""Labelled prompts from the capability matrix: `src/archrouter/evals/data/labelled_capability.jsonl`.
 
-    python -m archrouter.evals capability-labels --capability evals/results/capability/capability.json \
-        --out evals/data/labelled_capability.jsonl [--per-cell 10] [--names transformer=...,...]
+    python -m archrouter.evals capability-labels --capability src/archrouter/evals/results/capability/capability.json \
+        --out src/archrouter/evals/data/labelled_capability.jsonl [--per-cell 10] [--names transformer=...,...]
 
 Each record is one scored task item (the same seeds the matrix measured) as a user message, with its
 `task`, `answer` (for executed evaluation) and `best_backend`: the family that answered it correctly

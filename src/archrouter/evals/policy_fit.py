@@ -1,6 +1,6 @@
 """From a capability matrix to a readable routing policy (`archrouter policy fit`).
 
-    archrouter policy fit --capability evals/results/capability/capability.json --out policy.yaml
+    archrouter policy fit --capability src/archrouter/evals/results/capability/capability.json --out policy.yaml
         [--base config/policy.yaml] [--names transformer=transformer,mamba=mamba,...] [--cost-device cuda]
 
 **Catalogue.** One backend per measured family (names from `--names`, default the family names),

@@ -116,7 +116,7 @@ def parse_lines(lines: Iterable[str], source: str = "<input>") -> list[LabelledP
 
 
 def _open_text(path: Path, mode: str):
-    # a name ending in .gz is gzip: the large shipped sets are stored compressed (evals/data/*.jsonl.gz)
+    # a name ending in .gz is gzip: the large shipped sets are stored compressed (src/archrouter/evals/data/*.jsonl.gz)
     if path.suffix == ".gz":
         return gzip.open(path, mode + "t", encoding="utf-8")
     return path.open(mode, encoding="utf-8")

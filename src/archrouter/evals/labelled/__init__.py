@@ -1,13 +1,14 @@
 """Seeded generator of labelled prompts for the six task types, and the train/test split.
 
-`python -m archrouter.evals.labelled --out evals/data --seed 0` writes labelled_train.jsonl.gz, labelled_test.jsonl.gz
-(gzip, read back by `read_labelled`) and labelled_manifest.json. How the test split is held out:
+`python -m archrouter.evals.labelled --seed 0` writes labelled_train.jsonl.gz, labelled_test.jsonl.gz
+(gzip, read back by `read_labelled`) and labelled_manifest.json into archrouter/evals/data/.
+How the test split is held out:
   * every item of a *held-out template* (about a quarter of each task's templates, marked in the task
     modules) goes to test, and those items draw names, objects, places... only from the held-out quarter
     of each vocabulary pool (see vocab.py); tag "unseen_template";
   * a seeded 12% of the other generated items go to test too (same templates and vocabulary as training);
     tag "seen_template";
-  * half of the hand-written prompts (evals/data/handwritten.jsonl) go to test; tag "handwritten".
+  * half of the hand-written prompts (src/archrouter/evals/data/handwritten.jsonl) go to test; tag "handwritten".
 """
 
 from __future__ import annotations

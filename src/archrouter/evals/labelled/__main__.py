@@ -1,4 +1,4 @@
-"""python -m archrouter.evals.labelled --out evals/data --seed 0"""
+"""python -m archrouter.evals.labelled --out src/archrouter/evals/data --seed 0"""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
+from archrouter.evals import DATA_DIR
 from archrouter.evals.labelled import write_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Generate the labelled-prompt train/test split.")
-    ap.add_argument("--out", type=Path, default=Path("evals/data"))
+    ap.add_argument("--out", type=Path, default=DATA_DIR)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--per-task", type=int, default=800)
-    ap.add_argument("--handwritten", type=Path, default=Path("evals/data/handwritten.jsonl"))
+    ap.add_argument("--handwritten", type=Path, default=DATA_DIR / "handwritten.jsonl")
     args = ap.parse_args(argv)
     m = write_dataset(args.out, args.seed, args.per_task, args.handwritten)
     print(

@@ -21,7 +21,7 @@ from archrouter.policies.evaluation import decide_all, summarise
 from archrouter.policies.labelled import LabelledDataError, LabelledPrompt, read_labelled
 from archrouter.policies.loader import PolicyError, parse_policy
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "evals" / "data"  # the labelled sets, read as files
+DATA_DIR = Path(__file__).resolve().parents[2] / "evals" / "data"  # the labelled sets, read as files (no import)
 EXAMPLES_PER_TASK = 6  # per file, in the picker
 DIFF_DEFAULT, DIFF_MAX = 300, 2000
 CHANGED_SHOWN = 200
