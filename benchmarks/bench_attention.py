@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # runs from a checkout without an install (GPU images)
 
 from archrouter.backends.paged_cache import PagedKVPool  # noqa: E402
 from archrouter.kernels.attention import decode, naive, prefill, rope  # noqa: E402

@@ -47,7 +47,7 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # runs from a checkout without an install (GPU images)
 
 from archrouter.evals.tasks import GENERATORS, Item, check, make_item  # noqa: E402
 
@@ -393,7 +393,7 @@ def logical_cpus(doc: dict, policy: Path) -> int:
 
 def start_embedded(policy: Path, device: str, port: int, engine_env: dict[str, str], log: Path) -> subprocess.Popen:
     # the repo first, then whatever this process was given (the GPU machine's carried packages in /tmp/site)
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, **engine_env, "PYTHONPATH": path, "ARCHROUTER_LOG_FORMAT": "json",
            "ARCHROUTER_WATCH_POLICY": "false", "ARCHROUTER_RPM": "100000000", "ARCHROUTER_TPM": "1000000000000",
            "ARCHROUTER_REQUEST_TIMEOUT_S": "1800"}

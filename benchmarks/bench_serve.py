@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # runs from a checkout without an install (GPU images)
 
 
 def free_port() -> int:
@@ -102,7 +102,8 @@ async def load(url: str, path: str, body: dict, concurrency: int, n: int) -> dic
 
 def start_embedded(policy: Path, port: int) -> subprocess.Popen:
     # one torch thread, as Ray gives its workers (OMP_NUM_THREADS=1 for fractional num_cpus): same engine setup
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ARCHROUTER_LOG_FORMAT": "json", "ARCHROUTER_WATCH_POLICY": "false",
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+           "ARCHROUTER_LOG_FORMAT": "json", "ARCHROUTER_WATCH_POLICY": "false",
            "ARCHROUTER_RPM": "100000000", "OMP_NUM_THREADS": "1"}
     env.pop("REDIS_URL", None)
     cmd = [sys.executable, "-m", "archrouter", "serve", "--embedded", "--port", str(port),
@@ -116,7 +117,7 @@ def start_serve(policy: Path, port: int) -> None:
 
     from archrouter import ray_app
     ray.init(address="local", include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {"policy": str(policy),
             "settings": {"log_format": "json", "watch_policy": False, "rpm": 100_000_000,

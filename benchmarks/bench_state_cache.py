@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src")]  # runs from a checkout without an install
 from archrouter.backends.families import family_module  # noqa: E402
 from benchmarks.bench_engine import FAMILIES, SIZES, environment  # noqa: E402
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # runs from a checkout without an install (GPU images)
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 PROMPTS = [
@@ -278,7 +278,8 @@ def main() -> int:
         policy, keys_file, open_key, lim_key = make_setup(Path(tmp), args.limited_rpm)
         port = args.port or free_port()
         stream = f"archrouter:load:{os.getpid()}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "ARCHROUTER_LOG_FORMAT": "json", "ARCHROUTER_WATCH_POLICY": "0",
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+           "ARCHROUTER_LOG_FORMAT": "json", "ARCHROUTER_WATCH_POLICY": "0",
                "ARCHROUTER_KEYS_FILE": str(keys_file), "ARCHROUTER_DECISION_STREAM": stream,
                "ARCHROUTER_DECISION_STREAM_MAXLEN": "200000"}
         env.pop("REDIS_URL", None)

@@ -25,7 +25,7 @@ import httpx
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # runs from a checkout without an install (GPU images)
 
 from archrouter.backends.families import init_random  # noqa: E402
 from archrouter.backends.generator import Generator  # noqa: E402

@@ -3,7 +3,7 @@
 # call, in $RAYBUNDLE (default /root/raybundle, which lasts while the machine stays warm); once every part
 # named in the MANIFEST is there, check the whole against its sha256, unpack it into $RAYSITE (default
 # /tmp/site) and import ray and ray.serve from there. Then every later command starts with
-#   export PYTHONPATH=/tmp/site:$PWD
+#   export PYTHONPATH=/tmp/site:$PWD/src:$PWD
 #
 #   scripts/ray_install_parts.sh [.device/ray]     # exit 0: installed (or already); 3: parts still missing
 set -euo pipefail
@@ -57,4 +57,4 @@ cat "$DEST"/part-* | xz -d -T0 | tar -C "$SITE" -xf -
 chmod +x "$SITE/ray/core/src/ray/raylet/raylet" "$SITE/ray/core/src/ray/gcs/gcs_server" 2>/dev/null || true
 check_import
 touch "$DEST/INSTALLED"
-echo "installed Ray $ray in $SITE: export PYTHONPATH=$SITE:\$PWD" >&2
+echo "installed Ray $ray in $SITE: export PYTHONPATH=$SITE:\$PWD/src:\$PWD" >&2

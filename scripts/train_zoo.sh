@@ -1,6 +1,7 @@
 # The zoo training run on one GPU: the four families at once (matched steps), then the capability accuracy
 # (no cost: timings would be disturbed by training still running). Usage: bash scripts/train_zoo.sh STEPS MINUTES
 set -u
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}  # the GPU image has no install of archrouter
 STEPS=$1; MIN=$2
 OUT=${OUT:-runs/zoo-out}  # the device tool sets OUT; what is written there comes back
 mkdir -p runs/zoo /tmp/l "$OUT"
