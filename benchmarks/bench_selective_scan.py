@@ -39,7 +39,8 @@ if SMOKE:
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src")]  # runs from a checkout without an install
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # runs from a checkout without an install (GPU images)
 
 from archrouter.backends import mamba  # noqa: E402
 from archrouter.kernels.selective_scan import (  # noqa: E402

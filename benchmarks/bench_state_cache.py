@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src")]  # runs from a checkout without an install
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # runs from a checkout without an install (GPU images)
 from archrouter.backends.families import family_module  # noqa: E402
 from benchmarks.bench_engine import FAMILIES, SIZES, environment  # noqa: E402
 

@@ -36,7 +36,8 @@ from pathlib import Path
 if "--smoke" in sys.argv:
     os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src")]  # runs from a checkout without an install
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # runs from a checkout without an install (GPU images)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
