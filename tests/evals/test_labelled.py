@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from archrouter.evals import DATA_DIR
-from archrouter.evals.labelled import generate, split
+from archrouter.evals.labelled import generate, split, write_dataset
 from archrouter.evals.schema import LabelledDataError, LabelledPrompt, parse_lines, read_labelled, write_labelled
 from archrouter.policies.types import TASKS
 
@@ -65,6 +65,17 @@ def test_gzip_files_round_trip_byte_for_byte(tmp_path) -> None:
     manifest = json.loads((DATA_DIR / "labelled_manifest.json").read_text())
     for name in ("labelled_train.jsonl.gz", "labelled_test.jsonl.gz"):
         assert hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest() == manifest["sha256"][name]
+
+
+def test_regenerated_sets_equal_the_shipped_files(tmp_path) -> None:
+    # the templates and their text banks (labelled/banks/*.yaml) must still make exactly the shipped sets:
+    # the shipped classifier was trained on them, so any drift in wording or RNG order would need a retrain
+    manifest = write_dataset(tmp_path, handwritten=DATA_DIR / "handwritten.jsonl")  # the default seed and size
+    shipped = json.loads((DATA_DIR / "labelled_manifest.json").read_text())
+    for name in ("labelled_train.jsonl.gz", "labelled_test.jsonl.gz"):
+        assert gzip.decompress((tmp_path / name).read_bytes()) == gzip.decompress((DATA_DIR / name).read_bytes())
+    # everything but the command line (which names the output folder) matches, the .gz hashes included
+    assert {**manifest, "command": None} == {**shipped, "command": None}
 
 
 def test_bad_lines_name_line_and_field() -> None:

@@ -9,6 +9,9 @@ How the test split is held out:
   * a seeded 12% of the other generated items go to test too (same templates and vocabulary as training);
     tag "seen_template";
   * half of the hand-written prompts (src/archrouter/evals/data/handwritten.jsonl) go to test; tag "handwritten".
+The templates (chat.py ... state.py, registered in base.py) are the logic; the text they draw from (phrasing
+banks, word pools, prose sentences, system prompts) is data in banks/<module>.yaml, read through bank.py.
+The shipped sets depend on every entry of those files and its order.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from archrouter.evals.labelled import chat, code, extra, longdoc, more, recall, seqdata, state  # noqa: F401  (register templates)
+from archrouter.evals.labelled.bank import bank
 from archrouter.evals.labelled.base import TEMPLATES, Item, Template
 from archrouter.evals.labelled.text import compose, noisy
 from archrouter.evals.labelled.vocab import Vocab
@@ -29,25 +33,8 @@ from archrouter.policies.types import TASKS
 SEEN_TEST_FRACTION = 0.12
 HANDWRITTEN_TEST_FRACTION = 0.5
 
-_SYSTEMS = [
-    "You are a helpful assistant.",
-    "You are a helpful, concise assistant. Answer in the user's language.",
-    "You are an AI assistant deployed by {c}. Be accurate and polite.",
-    "Keep answers short.",
-    "You are a careful assistant. If you are unsure, say so.",
-    "Eres un asistente útil.",
-    "You are {c}'s internal assistant for employees.",
-    "Answer as briefly as possible.",
-    "Think step by step before answering.",
-    "Tu es un assistant serviable.",
-]
-_GREETINGS = [
-    ("Hi", "Hello! How can I help you today?"),
-    ("hey there", "Hi! What can I do for you?"),
-    ("Good morning!", "Good morning! How can I help?"),
-    ("hola", "¡Hola! ¿En qué puedo ayudarte?"),
-    ("I have a question", "Sure, go ahead."),
-]
+_SYSTEMS = bank("render", "systems")
+_GREETINGS = bank("render", "greetings")
 
 
 def templates_for(task: str) -> list[Template]:

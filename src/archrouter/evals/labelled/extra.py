@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import string
 
+from archrouter.evals.labelled.bank import bank
 from archrouter.evals.labelled.base import Item, pick, template
 from archrouter.evals.labelled.text import log_uniform, paragraph, prose, sentence
 from archrouter.evals.labelled.vocab import Vocab
@@ -18,20 +19,7 @@ def facts_trivia(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "How far is {c} from {c2}, roughly?",
-                "Who invented the {p}?",
-                "Why is the sky blue?",
-                "How long do {a}s live?",
-                "What's the capital of Australia? I always forget.",
-                "Do {a}s sleep?",
-                "What language do they speak in {c}?",
-                "When is the best season to see the northern lights?",
-                "¿Cuántos habitantes tiene {c} más o menos?",
-                "Combien de temps vit un {a} ?",
-                "Is {f} originally from {c}?",
-                "what year did the first iPhone come out",
-            ],
+            bank("extra", "facts_trivia", "asks"),
             c=v.city,
             c2=v.city,
             p=v.product,
@@ -46,16 +34,7 @@ def personal_situation(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "My {r} {n} is turning {k} next week and I have no idea what to get them. They like {t}.",
-                "I've been working as a {j} for {k} years and I'm getting bored. Should I switch careers?",
-                "We're moving to {c} with two kids in {m}. Anything we should know?",
-                "I have a free afternoon in {c} and it's raining. What would you do?",
-                "My {a} keeps waking me up at 5am. Help!",
-                "I want to start a book club with friends. How do we pick books?",
-                "Meu {r} está doente, o que posso levar quando for visitá-lo?",
-                "Ich bin neu in {c} und kenne niemanden. Wie finde ich Anschluss?",
-            ],
+            bank("extra", "personal_situation", "asks"),
             r=v.relation,
             n=v.name,
             k=rng.randint(5, 80),
@@ -73,15 +52,7 @@ def product_question(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Is the {p} from {c} any good?",
-                "Does the {p} work without wifi?",
-                "How long should a {p} last?",
-                "What should I look for when buying a {p}?",
-                "Is it worth repairing a 5-year-old {p}?",
-                "Can I take a {p} on a plane in hand luggage?",
-                "¿Vale la pena comprar un {p} de segunda mano?",
-            ],
+            bank("extra", "product_question", "asks"),
             p=v.product,
             c=v.company,
         )
@@ -93,18 +64,8 @@ def meta_assistant(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Are you a real person?",
-                "What can you help me with?",
-                "Do you remember what we talked about yesterday?",
-                "Can you speak {l}? (the human language, I mean)",
-                "How do you know so much?",
-                "Who made you?",
-                "Can you set a reminder for me?",
-                "Tu parles français ?",
-                "Are you better than a search engine?",
-            ],
-            l=rng.choice(["Portuguese", "Korean", "Swahili", "Dutch"]),
+            bank("extra", "meta_assistant", "asks"),
+            l=rng.choice(bank("extra", "meta_assistant", "languages")),
         )
     )
 
@@ -118,12 +79,7 @@ def short_fact_lookup(rng: random.Random, v: Vocab) -> Item:
     code = "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(rng.randint(4, 9)))
     ctx = pick(
         rng,
-        [
-            "{n} flies to {c} on the {d}th, booking reference {code}, seat {s}.",
-            "Hi {n}, your parcel {code} will be delivered to the {c} depot on the {d}th.",
-            "Dear {n}, your appointment is confirmed for the {d}th at 10:30 in our {c} clinic (ref {code}).",
-            "Invoice {code} for {n}: {k} EUR, due on the {d}th. Pay to the {c} branch.",
-        ],
+        bank("extra", "short_fact_lookup", "messages"),
         n=n,
         c=c,
         d=d,
@@ -132,18 +88,7 @@ def short_fact_lookup(rng: random.Random, v: Vocab) -> Item:
         k=rng.randint(20, 2000),
     )
     return Item(
-        pick(
-            rng,
-            [
-                "What's the reference in this message?",
-                "Copy the code from this text exactly.",
-                "Which number is the booking/parcel/invoice reference here?",
-                "From this, what is the ref? Exact please.",
-                "¿Cuál es la referencia?",
-                "Quelle est la référence exacte ?",
-                "Welche Nummer steht in der Nachricht?",
-            ],
-        ),
+        pick(rng, bank("extra", "short_fact_lookup", "asks")),
         ctx,
         "message",
         answer=code,
@@ -162,12 +107,7 @@ def email_extract(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What phone number does {n} give in this email? Copy it exactly.",
-                "Find the email address in this message.",
-                "Pull out {n}'s contact details from the email, verbatim.",
-                "What number should I call, according to the email?",
-            ],
+            bank("extra", "email_extract", "asks"),
             n=n,
         ),
         body,
@@ -185,12 +125,7 @@ def transcript_quote(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What exactly did {w} say in line {k}? Quote it.",
-                "Copy line {k} of this transcript word for word.",
-                "Give me {w}'s words at line {k}, verbatim.",
-                "Cita exactamente la línea {k}.",
-            ],
+            bank("extra", "transcript_quote", "asks"),
             w=who,
             k=i + 1,
         ),
@@ -216,13 +151,7 @@ def table_cell(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What is the {c} of {i}?",
-                "Look up {i} in the table: {c}?",
-                "Give me the exact {c} value for {i}.",
-                "{i} -> {c}?",
-                "Dans ce tableau, quel est le {c} de {i} ?",
-            ],
+            bank("extra", "table_cell", "asks"),
             c=cols[j],
             i=r[0],
         ),
@@ -240,19 +169,12 @@ def repeat_earlier_turn(rng: random.Random, v: Vocab) -> Item:
         {"role": "assistant", "content": "Saved. Anything else?"},
         {
             "role": "user",
-            "content": pick(rng, ["What's a good {f} recipe?", "Tell me about {t}."], f=v.food, t=v.topic),
+            "content": pick(rng, bank("extra", "repeat_earlier_turn", "topics"), f=v.food, t=v.topic),
         },
         {"role": "assistant", "content": paragraph(rng, v, 2)},
         {
             "role": "user",
-            "content": pick(
-                rng,
-                [
-                    "Paste my note back exactly as I wrote it.",
-                    "What was the note I asked you to keep? Word for word.",
-                    "Repite la nota que te di, tal cual.",
-                ],
-            ),
+            "content": pick(rng, bank("extra", "repeat_earlier_turn", "asks")),
         },
     ]
     return Item(messages=msgs, answer=para)
@@ -264,14 +186,7 @@ def source_snippet(rng: random.Random, v: Vocab) -> Item:
     url = f"https://{v.company.lower().replace(' ', '')}.example/{v.topic.replace(' ', '-')}/{rng.randint(100, 9999)}"
     doc = doc + f"\n\nSource: {url}"
     return Item(
-        pick(
-            rng,
-            [
-                "What URL is given as the source? Exact link please.",
-                "Copy the source link at the bottom.",
-                "Which link does the article cite? Verbatim.",
-            ],
-        ),
+        pick(rng, bank("extra", "source_snippet", "asks")),
         doc,
         "article",
         answer=url,
@@ -288,15 +203,7 @@ def short_story_state(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "{a} puts the {o} in the {p1}. {b} moves it to the {p2} while {a} is out. Then {a} moves it to the {p3}. "
-                "Where is the {o} now?",
-                "The {o} starts in the {p1}. It gets moved to the {p2}, then back, then to the {p3}. Where is it?",
-                "{a} has 3 {o}s, gives one to {b}, gets two back, then loses one. How many does {a} have?",
-                "I'm holding a {o}. I swap it with {a} for a {o2}, then swap that with {b} for a pen. What am I holding?",
-                "{a} est dans la {p1}, puis va dans la {p2}, puis revient. Où est {a} ?",
-                "Un interruptor empieza apagado. Lo pulso 4 veces. ¿Está encendido o apagado?",
-            ],
+            bank("extra", "short_story_state", "asks"),
             a=a,
             b=b,
             o=o,
@@ -317,19 +224,14 @@ def counter_inline(rng: random.Random, v: Vocab) -> Item:
         k = rng.randint(1, 9)
         if rng.random() < 0.5:
             x += k
-            ops.append(rng.choice([f"add {k}", f"+{k}", f"plus {k}", f"increase by {k}"]))
+            ops.append(pick(rng, bank("extra", "counter_inline", "increments"), k=k))
         else:
             x -= k
-            ops.append(rng.choice([f"subtract {k}", f"-{k}", f"minus {k}", f"take away {k}"]))
+            ops.append(pick(rng, bank("extra", "counter_inline", "decrements"), k=k))
     return Item(
         pick(
             rng,
-            [
-                "Start at {s}, then {ops}. What number do you end with?",
-                "Begin with {s}: {ops}. Result?",
-                "Counter = {s}. Apply: {ops}. Final counter?",
-                "Empieza en {s} y luego {ops}. ¿Resultado?",
-            ],
+            bank("extra", "counter_inline", "asks"),
             s=start,
             ops=", ".join(ops),
         ),
@@ -347,20 +249,14 @@ def bank_ledger(rng: random.Random, v: Vocab) -> Item:
         k = rng.randint(5, 200)
         if rng.random() < 0.5:
             bal += k
-            lines.append(rng.choice([f"Deposit {k}.", f"{v.name} sends {who} {k}.", f"Salary part: +{k}."]))
+            lines.append(pick(rng, bank("extra", "bank_ledger", "credits"), k=k, who=who, sender=v.name))
         else:
             bal -= k
-            lines.append(
-                rng.choice([f"Withdraw {k}.", f"Pays {k} for {v.food}.", f"Transfer {k} to {v.name}."])
-            )
+            lines.append(pick(rng, bank("extra", "bank_ledger", "debits"), k=k, food=v.food, payee=v.name))
     return Item(
         pick(
             rng,
-            [
-                "What is the balance after all of this?",
-                "Final balance of {w}?",
-                "Walk through the transactions; how much is left at the end?",
-            ],
+            bank("extra", "bank_ledger", "asks"),
             w=who,
         ),
         "\n".join(lines),
@@ -385,7 +281,7 @@ def grid_game(rng: random.Random, v: Vocab) -> Item:
         else:
             lines.append(f"{d} (blocked by the edge, no move)")
     return Item(
-        pick(rng, ["Where is the {p} at the end (row, column)?", "Final square of the {p}?"], p=piece),
+        pick(rng, bank("extra", "grid_game", "asks"), p=piece),
         "\n".join(lines) if rng.random() < 0.5 else ", ".join(lines),
         "moves",
         state=True,
@@ -406,14 +302,7 @@ def queue_line(rng: random.Random, v: Vocab) -> Item:
                 q.append(n)
                 lines.append(f"{n} joins the end of the queue.")
     return Item(
-        pick(
-            rng,
-            [
-                "Who is first in the queue now?",
-                "Who's in the queue at the end, in order?",
-                "How many people are waiting at the end?",
-            ],
-        ),
+        pick(rng, bank("extra", "queue_line", "asks")),
         " ".join(lines),
         "story",
         state=True,
@@ -446,16 +335,7 @@ def lecture_notes(rng: random.Random, v: Vocab) -> Item:
         rng, v, log_uniform(rng, 300, 4000), headings=True
     )
     return Item(
-        pick(
-            rng,
-            [
-                "Turn these lecture notes into a study guide.",
-                "What are the five most important ideas in these notes?",
-                "I have an exam tomorrow. Explain what these notes cover, briefly.",
-                "Make flashcard questions from this text.",
-                "Haz un esquema de estos apuntes.",
-            ],
-        ),
+        pick(rng, bank("extra", "lecture_notes", "asks")),
         doc,
         "notes",
     )
@@ -465,15 +345,7 @@ def lecture_notes(rng: random.Random, v: Vocab) -> Item:
 def news_digest(rng: random.Random, v: Vocab) -> Item:
     arts = [f"{v.city.upper()} - " + paragraph(rng, v, rng.randint(4, 10)) for _ in range(rng.randint(3, 20))]
     return Item(
-        pick(
-            rng,
-            [
-                "Here are today's articles. Give me a news digest, one line per story.",
-                "What are the common threads across these articles?",
-                "Summarize today's news below for a busy reader.",
-                "Quelles sont les grandes tendances dans ces articles ?",
-            ],
-        ),
+        pick(rng, bank("extra", "news_digest", "asks")),
         "\n\n".join(arts),
         "articles",
     )
@@ -483,17 +355,7 @@ def news_digest(rng: random.Random, v: Vocab) -> Item:
 def doc_question_open(rng: random.Random, v: Vocab) -> Item:
     doc = prose(rng, v, log_uniform(rng, 400, 4500))
     return Item(
-        pick(
-            rng,
-            [
-                "Read this and tell me what you think the authors got wrong.",
-                "What is this text really about?",
-                "Is the tone of this document optimistic or pessimistic? Support your answer.",
-                "Who is the intended audience of this document, and how can you tell?",
-                "Pick the three most important paragraphs and explain why.",
-                "Was ist die Kernaussage dieses Textes?",
-            ],
-        ),
+        pick(rng, bank("extra", "doc_question_open", "asks")),
         doc,
         "document",
     )
@@ -508,11 +370,7 @@ def interview_transcript(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What are {g}'s main views in this interview?",
-                "Write a short profile of {g} based on this interview.",
-                "Summarise the interview in a paragraph.",
-            ],
+            bank("extra", "interview_transcript", "asks"),
             g=guest,
         ),
         "\n\n".join(parts),
@@ -529,17 +387,8 @@ def short_series_question(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "My {w} over the last {n} days: {s}. Is it going up or down?",
-                "Average of {s}?",
-                "Which day was the outlier: {s}",
-                "{s} -- any trend here?",
-                "Media y tendencia de: {s}",
-                "Here are {w}: {s}. What's the max, min and the biggest day-to-day jump?",
-            ],
-            w=rng.choice(
-                ["step counts (thousands)", "coffee sales", "bug reports", "sign-ups", "hours slept"]
-            ),
+            bank("extra", "short_series_question", "asks"),
+            w=rng.choice(bank("extra", "short_series_question", "series")),
             n=len(xs),
             s=", ".join(map(str, xs)),
         )
@@ -558,13 +407,7 @@ def metrics_dashboard(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Here's the metrics export for {s}. Is latency correlated with errors?",
-                "When did p99 first exceed 300ms, and did it recover?",
-                "Aggregate these metrics per minute.",
-                "Any signs of a regression in this series?",
-                "¿Cuándo empeoró la latencia?",
-            ],
+            bank("extra", "metrics_dashboard", "asks"),
             s=svc,
         ),
         "\n".join(lines),
@@ -575,21 +418,14 @@ def metrics_dashboard(rng: random.Random, v: Vocab) -> Item:
 @template("sequential_data", "transactions_pattern")
 def transactions_pattern(rng: random.Random, v: Vocab) -> Item:
     """Near-miss with state tracking: transactions, but the ask is about patterns and aggregates."""
+    categories = bank("extra", "transactions_pattern", "categories")
     lines = [
-        f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} {rng.choice(['grocery', 'rent', 'fuel', 'dining', 'travel'])} "
+        f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} {rng.choice(categories)} "
         f"{rng.randint(3, 900)}.{rng.randint(0, 99):02d}"
         for _ in range(log_uniform(rng, 8, 300))
     ]
     return Item(
-        pick(
-            rng,
-            [
-                "Which spending category grows fastest month over month?",
-                "Total spend per category per month, please.",
-                "Flag any transactions that look unusual compared to the rest.",
-                "Is my dining spending seasonal?",
-            ],
-        ),
+        pick(rng, bank("extra", "transactions_pattern", "asks")),
         "\n".join(lines),
         "transactions",
     )
@@ -599,16 +435,7 @@ def transactions_pattern(rng: random.Random, v: Vocab) -> Item:
 def sequence_math(rng: random.Random, v: Vocab) -> Item:
     xs = [rng.randint(-50, 200) for _ in range(log_uniform(rng, 10, 400))]
     return Item(
-        pick(
-            rng,
-            [
-                "Compute the running mean of this sequence and report it every 10 elements.",
-                "Find the longest increasing run in this sequence.",
-                "Where does the sequence change regime?",
-                "Smooth this series with a window of 5 and describe the shape.",
-                "Compte les valeurs négatives par bloc de 20.",
-            ],
-        ),
+        pick(rng, bank("extra", "sequence_math", "asks")),
         " ".join(map(str, xs)),
         "sequence",
     )
@@ -623,14 +450,7 @@ def iot_events(rng: random.Random, v: Vocab) -> Item:
         t += rng.randint(1, 120)
         lines.append(f"[{t:>6}] {rng.choice(devs)} motion={rng.choice([0, 1])} lux={rng.randint(0, 900)}")
     return Item(
-        pick(
-            rng,
-            [
-                "From these motion sensor events, which room is busiest by hour?",
-                "Estimate occupancy over time from this event stream.",
-                "Detect periods with no motion anywhere.",
-            ],
-        ),
+        pick(rng, bank("extra", "iot_events", "asks")),
         "\n".join(lines),
         "events",
     )
@@ -644,21 +464,7 @@ def short_code_question(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "In {l}, how do I check if a key exists in a map?",
-                "What's the {l} equivalent of Python's enumerate?",
-                "How do I split a string on commas in {l}?",
-                "Why is `0.1 + 0.2 != 0.3` in {l}?",
-                "What does `yield` do in Python?",
-                "How do I exit vim?",
-                "How to reverse a string in {l}?",
-                "What's a closure in JavaScript? Show an example.",
-                "How do I pretty-print JSON from the command line?",
-                "¿Cómo declaro una constante en {l}?",
-                "Wie sortiere ich eine Liste absteigend in {l}?",
-                "npm install fails with EACCES, how do I fix it?",
-                "pip says 'externally-managed-environment', what now?",
-            ],
+            bank("extra", "short_code_question", "asks"),
             l=v.lang,
         )
     )
@@ -670,14 +476,7 @@ def implement_class(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Implement a {l} class `{T}Inventory` with add, remove and count methods, with tests.",
-                "Design a REST API for managing {t}s: endpoints, payloads and status codes.",
-                "Write a CLI tool in {l} that takes a directory and prints the 10 largest files.",
-                "Create a {l} module that rate-limits calls to an external {s} API.",
-                "Write a script that renames all .jpeg files in a folder to .jpg.",
-                "Build a small Flask app with one endpoint that returns the current time as JSON.",
-            ],
+            bank("extra", "implement_class", "asks"),
             l=v.lang,
             T=thing.title().replace(" ", ""),
             t=thing,
@@ -689,22 +488,15 @@ def implement_class(rng: random.Random, v: Vocab) -> Item:
 @template("code", "stacktrace")
 def stacktrace(rng: random.Random, v: Vocab) -> Item:
     f = v.object.replace(" ", "_")
+    types, messages = bank("extra", "stacktrace", "error_types"), bank("extra", "stacktrace", "error_messages")
     tb = (
-        f'Traceback (most recent call last):\n  File "app/{v.service.replace(" ", "_")}.py", line {rng.randint(10, 400)}, in handle\n'
+        "Traceback (most recent call last):\n"
+        f'  File "app/{v.service.replace(" ", "_")}.py", line {rng.randint(10, 400)}, in handle\n'
         f"    result = load_{f}(payload['{f}'])\n  File \"app/models.py\", line {rng.randint(10, 200)}, in load_{f}\n"
-        f"    return {f.title()}(**data)\n{rng.choice(['TypeError', 'KeyError', 'ValueError', 'AttributeError'])}: "
-        f"{rng.choice(['missing 1 required positional argument', 'unexpected keyword argument', 'NoneType has no attribute get'])}"
+        f"    return {f.title()}(**data)\n{rng.choice(types)}: {rng.choice(messages)}"
     )
     return Item(
-        pick(
-            rng,
-            [
-                "Got this traceback in production. What's going on and how do I fix it?",
-                "Explain this stack trace.",
-                "How do I debug this error?",
-                "¿Qué significa este error?",
-            ],
-        ),
+        pick(rng, bank("extra", "stacktrace", "asks")),
         tb,
         "traceback",
     )
@@ -716,13 +508,7 @@ def data_pipeline_code(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Write a pandas function that resamples a minute-level time series to hourly means and fills gaps.",
-                "How do I compute a rolling 7-day average in SQL over a table of daily {s} events?",
-                "Write Python that reads sensor CSV files and flags readings more than 3 standard deviations from the mean.",
-                "Give me numpy code to forecast the next value of a series with simple exponential smoothing.",
-                "Implement a streaming median in {l} for an infinite sequence of integers.",
-            ],
+            bank("extra", "data_pipeline_code", "asks"),
             s=v.service,
             l=v.lang,
         )
@@ -734,14 +520,7 @@ def doc_code(rng: random.Random, v: Vocab) -> Item:
     """Near-miss with long_document: a long text, but the ask is code."""
     doc = prose(rng, v, log_uniform(rng, 200, 1500))
     return Item(
-        pick(
-            rng,
-            [
-                "Write a Python script that counts how often each word appears in a text like the one below.",
-                "Write a function that splits a document like this into sentences and returns the longest one.",
-                "Write a regex that extracts every percentage from text like this.",
-            ],
-        ),
+        pick(rng, bank("extra", "doc_code", "asks")),
         doc,
         "sample text",
     )

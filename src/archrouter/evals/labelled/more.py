@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 
+from archrouter.evals.labelled.bank import bank
 from archrouter.evals.labelled.base import Item, pick, template
 from archrouter.evals.labelled.code import _py_snippet
 from archrouter.evals.labelled.text import log_uniform, paragraph, prose, sentence
@@ -65,26 +66,7 @@ SD = "sequential_data"
 def event_stream(rng: random.Random, v: Vocab) -> Item:
     n = _seq_n(rng)
     kinds = rng.sample(
-        [
-            "open",
-            "close",
-            "click",
-            "scroll",
-            "purchase",
-            "login",
-            "logout",
-            "heartbeat",
-            "alarm",
-            "reset",
-            "door_open",
-            "door_close",
-            "motion",
-            "fault",
-            "resume",
-            "pause",
-            "deploy",
-            "rollback",
-        ],
+        bank("more", "event_stream", "event_kinds"),
         rng.randint(3, 7),
     )
     actors = (
@@ -94,40 +76,17 @@ def event_stream(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Which event tends to come right before {k}? Look at the whole stream.",
-                "Find recurring patterns in this event stream.",
-                "How often does {k} happen per hour, and is the rate changing?",
-                "Is there a periodic pattern in these events?",
-                "Detect any unusual bursts of {k} events.",
-                "Group these events into sessions and give the average session length.",
-                "What usually happens after a {k}?",
-                "Predict the next few events in this stream.",
-                "¿Qué patrón siguen estos eventos?",
-                "Quelle est la fréquence des événements {k} au fil du temps ?",
-            ],
+            bank("more", "event_stream", "asks"),
             k=rng.choice(kinds),
         ),
-        fmt_rows(rng, ["ts", rng.choice(["actor", "device", "user", "src"]), "event", "value"], rows),
-        rng.choice(["events", "stream", "log"]),
+        fmt_rows(rng, ["ts", rng.choice(bank("more", "event_stream", "actor_columns")), "event", "value"], rows),
+        rng.choice(bank("more", "event_stream", "labels")),
     )
 
 
 @template(SD, "token_sequence")
 def token_sequence(rng: random.Random, v: Vocab) -> Item:
-    alphabet = rng.choice(
-        [
-            list("ABCD"),
-            list("xyz"),
-            ["up", "down"],
-            ["H", "T"],
-            list("ACGT"),
-            ["R", "G", "B"],
-            ["▲", "▼", "■"],
-            [str(i) for i in range(5)],
-            ["ping", "pong", "tick"],
-        ]
-    )
+    alphabet = rng.choice(bank("more", "token_sequence", "alphabets"))
     period = rng.randint(2, 7)
     motif = [rng.choice(alphabet) for _ in range(period)]
     n = log_uniform(rng, 12, 300)
@@ -140,21 +99,12 @@ def token_sequence(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What comes next in this sequence?",
-                "Find the repeating motif and the positions where it breaks.",
-                "Continue the sequence for {k} more symbols.",
-                "Is this sequence periodic? What's the period?",
-                "Which symbol is most likely to follow {a}?",
-                "Estimate the transition probabilities between symbols in this sequence.",
-                "Where does the pattern change?",
-                "Continúa la secuencia.",
-            ],
+            bank("more", "token_sequence", "asks"),
             k=rng.randint(3, 20),
             a=rng.choice(alphabet),
         ),
         sep.join(seq),
-        rng.choice(["sequence", "data", "symbols"]),
+        rng.choice(bank("more", "token_sequence", "labels")),
     )
 
 
@@ -162,18 +112,7 @@ def token_sequence(rng: random.Random, v: Vocab) -> Item:
 def machine_telemetry(rng: random.Random, v: Vocab) -> Item:
     n = _seq_n(rng)
     metrics = rng.sample(
-        [
-            "temp_c",
-            "vibration",
-            "rpm",
-            "pressure_kpa",
-            "current_a",
-            "humidity",
-            "co2_ppm",
-            "voltage",
-            "flow_lpm",
-            "battery_pct",
-        ],
+        bank("more", "machine_telemetry", "metrics"),
         rng.randint(1, 4),
     )
     base = {m: rng.uniform(1, 900) for m in metrics}
@@ -184,21 +123,12 @@ def machine_telemetry(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Is {m} drifting? When did it start?",
-                "Spot anomalies in this telemetry.",
-                "Compute hourly averages of {m}.",
-                "Does {m} correlate with the other channels over time?",
-                "Predict when {m} will cross {x} at the current trend.",
-                "Summarise the trend of each channel in this telemetry stream.",
-                "Resample this to 1-minute buckets and tell me the max {m}.",
-                "Zeigen die Messwerte einen Trend?",
-            ],
+            bank("more", "machine_telemetry", "asks"),
             m=rng.choice(metrics),
             x=rng.randint(10, 999),
         ),
         fmt_rows(rng, ["time"] + metrics, rows),
-        rng.choice(["telemetry", "readings", "data"]),
+        rng.choice(bank("more", "machine_telemetry", "labels")),
     )
 
 
@@ -223,42 +153,19 @@ def price_series(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Compute the 20-day moving average and tell me where the price crossed it.",
-                "What's the max drawdown over this period?",
-                "Is the volatility increasing?",
-                "Identify the trend and any reversals in this price history.",
-                "Calculate daily returns and their standard deviation.",
-                "Which weeks had unusually high volume?",
-                "Forecast the close for the next {k} days.",
-            ],
+            bank("more", "price_series", "asks"),
             k=rng.randint(2, 10),
         ),
         fmt_rows(rng, ["date", "open", "high", "low", "close", "volume"], rows),
-        rng.choice(["prices", "data", "ohlc"]),
+        rng.choice(bank("more", "price_series", "labels")),
     )
 
 
 @template(SD, "counts_per_period")
 def counts_per_period(rng: random.Random, v: Vocab) -> Item:
     n = log_uniform(rng, 8, 120)
-    unit = rng.choice(["day", "week", "hour", "month", "shift", "minute"])
-    what = rng.choice(
-        [
-            "tickets opened",
-            "support calls",
-            "signups",
-            "failed logins",
-            "deliveries",
-            "returns",
-            "page views",
-            "crashes",
-            "steps",
-            "orders",
-            "cars passing",
-            "bookings",
-        ]
-    )
+    unit = rng.choice(bank("more", "counts_per_period", "units"))
+    what = rng.choice(bank("more", "counts_per_period", "counted"))
     xs = [max(0, int(rng.gauss(100, 30) + 10 * (i % 7 == 5))) for i in range(n)]
     style = rng.randrange(3)
     if style == 0:
@@ -270,15 +177,7 @@ def counts_per_period(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Here are {w} per {u}. Is there a weekly cycle?",
-                "Number of {w} per {u} below. When did it peak and is it trending up?",
-                "Smooth this series of {w} and describe the trend.",
-                "Which {u}s are outliers in the {w} counts?",
-                "What's the growth rate of {w} {u} over {u}?",
-                "Predict {w} for the next {u}.",
-                "Does the number of {w} show seasonality?",
-            ],
+            bank("more", "counts_per_period", "asks"),
             w=what,
             u=unit,
         ),
@@ -308,17 +207,7 @@ def access_log_pattern(rng: random.Random, v: Vocab) -> Item:
         for t in _ts(rng, n)
     ]
     return Item(
-        pick(
-            rng,
-            [
-                "Plot (describe) the request rate over time and find the spike.",
-                "Which IP is hammering us? Show requests per minute.",
-                "What is the 5xx rate over time in this access log?",
-                "Detect the pattern of requests leading up to the 503s.",
-                "Aggregate status codes per minute.",
-                "Is there a bot crawling in this log? Look at the timing.",
-            ],
-        ),
+        pick(rng, bank("more", "access_log_pattern", "asks")),
         "\n".join(lines),
         "access log",
     )
@@ -335,16 +224,8 @@ def short_inline_series(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "My {w} over the last {n} days: {xs}. Am I improving?",
-                "{xs} - what's the trend here?",
-                "Readings today were {xs}. Anything odd?",
-                "Next number? {xs}",
-                "cpu usage samples {xs} -- is it climbing?",
-                "These are the {w}: {xs}. Average and median please.",
-                "Is {xs} increasing, decreasing or flat?",
-            ],
-            w=rng.choice(["run times", "scores", "weights", "sleep hours", "latencies", "sales"]),
+            bank("more", "short_inline_series", "asks"),
+            w=rng.choice(bank("more", "short_inline_series", "series")),
             n=n,
             xs=", ".join(map(str, xs)),
         ),
@@ -358,25 +239,11 @@ def genome_or_signal(rng: random.Random, v: Vocab) -> Item:
         n = log_uniform(rng, 40, 2000)
         s = "".join(rng.choice("ACGT") for _ in range(n))
         s = "\n".join(s[i : i + 60] for i in range(0, len(s), 60))
-        instr = rng.choice(
-            [
-                "Find repeated k-mers in this DNA sequence.",
-                "What's the GC content along this sequence in windows of 100?",
-                "Locate tandem repeats in this sequence.",
-                "Predict the reading frame from this sequence.",
-            ]
-        )
+        instr = rng.choice(bank("more", "genome_or_signal", "dna_asks"))
         return Item(instr, s, "sequence")
     n = log_uniform(rng, 30, 500)
     xs = [round(rng.gauss(0, 1) + (3 if i % rng.randint(10, 40) == 0 else 0), 3) for i in range(n)]
-    instr = rng.choice(
-        [
-            "Detect the peaks in this signal and their spacing.",
-            "What's the dominant frequency of this sampled signal?",
-            "Denoise this signal and describe it.",
-            "Find the R-peaks in this ECG trace and compute the heart rate.",
-        ]
-    )
+    instr = rng.choice(bank("more", "genome_or_signal", "signal_asks"))
     return Item(instr, rng.choice([" ", ", ", "\n"]).join(map(str, xs)), "signal")
 
 
@@ -412,20 +279,12 @@ def doc_exact_detail(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "{q} Quote the exact sentence from the document.",
-                "{q} Answer only with the value as written in the text.",
-                "From the report: {q}",
-                "Look it up in the document: {q} Don't summarise, just give the exact detail.",
-                "{q} Cite the line it comes from.",
-                "Según el documento, {ql}",
-                "Copy verbatim the sentence that answers: {q}",
-            ],
+            bank("more", "doc_exact_detail", "asks"),
             q=q,
             ql=q[0].lower() + q[1:],
         ),
         "\n\n".join(doc),
-        rng.choice(["document", "report", "text", "memo"]),
+        rng.choice(bank("more", "doc_exact_detail", "labels")),
         answer=ans,
     )
 
@@ -439,14 +298,7 @@ def copy_section(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Copy section {k} word for word.",
-                'Paste back exactly the paragraph under heading "{h}".',
-                "Reproduce section {k} verbatim, no edits.",
-                "What is the first sentence of section {k}? Exact wording please.",
-                "Give me the exact text of the part titled {h}.",
-                "Copie textuellement la section {k}.",
-            ],
+            bank("more", "copy_section", "asks"),
             k=k + 1,
             h=secs[k][0],
         ),
@@ -465,20 +317,12 @@ def record_lookup_formats(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What is the id of {nm}?",
-                "Which city is {nm} in?",
-                "Find the row for {id} and return it unchanged.",
-                "What job does the person with id {id} have?",
-                "Look up {nm}'s age.",
-                "¿Cuál es la ciudad de {nm}?",
-                "Return the record for {nm} exactly as it appears.",
-            ],
+            bank("more", "record_lookup_formats", "asks"),
             nm=r[1],
             id=r[0],
         ),
         fmt_rows(rng, ["id", "name", "city", "age", "job"], rows),
-        rng.choice(["records", "table", "data"]),
+        rng.choice(bank("more", "record_lookup_formats", "labels")),
         answer=r[0],
     )
 
@@ -489,28 +333,21 @@ def event_lookup(rng: random.Random, v: Vocab) -> Item:
     n = log_uniform(rng, 10, 300)
     ts = _ts(rng, n)
     rows = [
-        [t, f"ord-{rng.randint(10000, 99999)}", rng.choice(["created", "paid", "shipped", "refunded"]), v.name]
+        [t, f"ord-{rng.randint(10000, 99999)}", rng.choice(bank("more", "event_lookup", "statuses")), v.name]
         for t in ts
     ]
     r = rng.choice(rows)
     return Item(
         pick(
             rng,
-            [
-                "At what time was {o} {s}?",
-                "Which order did {nm} handle at {t}?",
-                "Find the entry for {o} and copy it exactly.",
-                "What's the status recorded for {o}?",
-                "Who handled {o}?",
-                "Give me the exact timestamp of the {o} entry.",
-            ],
+            bank("more", "event_lookup", "asks"),
             o=r[1],
             s=r[2],
             nm=r[3],
             t=r[0],
         ),
         fmt_rows(rng, ["ts", "order", "status", "agent"], rows),
-        rng.choice(["events", "log", "records"]),
+        rng.choice(bank("more", "event_lookup", "labels")),
         answer=r[0],
     )
 
@@ -525,17 +362,11 @@ def series_value_lookup(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What was the reading at {t}? Just the number.",
-                "Copy the value recorded at {t}.",
-                "Which timestamp has the value {x}?",
-                "Read me the entry at {t} exactly as logged.",
-                "What value is on the line for {t}?",
-            ],
+            bank("more", "series_value_lookup", "asks"),
             t=r[0],
             x=r[1],
         ),
-        fmt_rows(rng, ["time", rng.choice(["value", "reading", "temp"])], rows),
+        fmt_rows(rng, ["time", rng.choice(bank("more", "series_value_lookup", "value_columns"))], rows),
         "data",
         answer=str(r[1]),
     )
@@ -554,17 +385,9 @@ def contract_clause_lookup(rng: random.Random, v: Vocab) -> Item:
         + clauses[k].split(" ", 1)[1]
     )
     return Item(
-        pick(
-            rng,
-            [
-                "How many days' notice does the termination clause require? Quote it.",
-                "Find the clause about termination and copy it exactly.",
-                "Which clause number covers termination notice?",
-                "What's the notice period, word for word from the contract?",
-            ],
-        ),
+        pick(rng, bank("more", "contract_clause_lookup", "asks")),
         "\n".join(clauses),
-        rng.choice(["contract", "agreement", "terms"]),
+        rng.choice(bank("more", "contract_clause_lookup", "labels")),
         answer=str(days),
     )
 
@@ -583,15 +406,7 @@ def chat_history_lookup(rng: random.Random, v: Vocab) -> Item:
     msgs.append(
         {
             "role": "user",
-            "content": rng.choice(
-                [
-                    q,
-                    f"Earlier I mentioned it - {q}",
-                    f"Remind me: {q}",
-                    f"{q} It was somewhere above.",
-                    f"Scroll up: {q}",
-                ]
-            ),
+            "content": pick(rng, bank("more", "chat_history_lookup", "asks"), q=q),
         }
     )
     return Item(messages=msgs, answer=ans)
@@ -606,25 +421,9 @@ LD = "long_document"
 def doc_gist_questions(rng: random.Random, v: Vocab) -> Item:
     doc = prose(rng, v, log_uniform(rng, 400, 4500), headings=rng.random() < 0.5)
     return Item(
-        pick(
-            rng,
-            [
-                "What is the main argument of this document, and is it convincing?",
-                "How does the tone change from the beginning to the end?",
-                "List the themes this text covers and how they connect.",
-                "Explain this document to a new hire in plain language.",
-                "What would a skeptical reader object to in this text?",
-                "Compare the first half with the second half.",
-                "Write an abstract for this paper.",
-                "Outline this document as nested bullets.",
-                "What are the risks discussed across all sections?",
-                "¿Cuál es la idea principal del texto?",
-                "Quels sont les points clés de ce document ?",
-                "Was ist die Kernaussage dieses Textes?",
-            ],
-        ),
+        pick(rng, bank("more", "doc_gist_questions", "asks")),
         doc,
-        rng.choice(["document", "paper", "article", "report", "essay"]),
+        rng.choice(bank("more", "doc_gist_questions", "labels")),
     )
 
 
@@ -635,13 +434,7 @@ def multi_doc_synthesis(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Synthesise these {k} documents into one brief.",
-                "Where do these documents agree and disagree?",
-                "Write a literature-review style summary of the sources below.",
-                "Merge these notes into a single coherent overview.",
-                "Summarise each document in two lines, then give an overall conclusion.",
-            ],
+            bank("more", "multi_doc_synthesis", "asks"),
             k=k,
         ),
         "\n\n".join(docs),
@@ -656,15 +449,7 @@ def doc_with_table_summary(rng: random.Random, v: Vocab) -> Item:
     parts.insert(rng.randint(0, 1), fmt_rows(rng, ["region", "revenue", "growth"], rows))
     parts.append(prose(rng, v, log_uniform(rng, 200, 1500)))
     return Item(
-        pick(
-            rng,
-            [
-                "Summarise this annual report, including what the table shows.",
-                "Give me the narrative of this report in five bullets.",
-                "What's the overall story here for the board?",
-                "Draft a one-page briefing from this material.",
-            ],
-        ),
+        pick(rng, bank("more", "doc_with_table_summary", "asks")),
         "\n\n".join(parts),
         "report",
     )
@@ -678,15 +463,7 @@ def email_thread_gist(rng: random.Random, v: Vocab) -> Item:
         for _ in range(rng.randint(3, 10))
     ]
     return Item(
-        pick(
-            rng,
-            [
-                "Catch me up on this thread: what was decided and what's still open?",
-                "Summarise the positions of each person in this email chain.",
-                "What are the action items from this thread?",
-                "Write a reply that addresses everyone's concerns.",
-            ],
-        ),
+        pick(rng, bank("more", "email_thread_gist", "asks")),
         "\n\n".join(mails),
         "thread",
     )
@@ -701,26 +478,16 @@ CD = "code"
 def prose_then_code(rng: random.Random, v: Vocab) -> Item:
     """A long design note or issue, ending in a request to write code: code, not long_document."""
     note = prose(rng, v, log_uniform(rng, 150, 2500), headings=rng.random() < 0.4)
-    lang = rng.choice(["Python", "TypeScript", "Go", "Rust", "Java", "SQL", "a bash script", "C++", "Kotlin"])
+    lang = rng.choice(bank("more", "prose_then_code", "languages"))
     return Item(
         pick(
             rng,
-            [
-                "Based on the spec above, write the {l} implementation with unit tests.",
-                "Implement what this design doc describes in {l}.",
-                "Write {l} code that does what this issue asks. Include type hints / types.",
-                "Turn these requirements into a working {l} module.",
-                "Using the document as the spec, write a function `{f}` in {l}.",
-                "Write the {l} data model (classes and fields) for the system described.",
-                "Generate {l} code for the API endpoints this document describes.",
-                "Escribe el código en {l} que implementa esta especificación.",
-                "Schreibe eine {l}-Funktion, die das beschriebene Verhalten umsetzt.",
-            ],
+            bank("more", "prose_then_code", "asks"),
             l=lang,
-            f=rng.choice(["parse_report", "compute_totals", "sync_accounts", "validate_input", "export_csv"]),
+            f=rng.choice(bank("more", "prose_then_code", "function_names")),
         ),
         note,
-        rng.choice(["spec", "design doc", "issue", "requirements"]),
+        rng.choice(bank("more", "prose_then_code", "labels")),
     )
 
 
@@ -731,14 +498,8 @@ def prose_with_snippet_fix(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Context above. The function below is what we have - fix it so it matches the described behaviour.",
-                "Refactor this code according to the notes.",
-                "Given the background, write tests for this code.",
-                "Rewrite this in {l} and keep the behaviour the document describes.",
-                "Why would this code break in the scenario described? Patch it.",
-            ],
-            l=rng.choice(["Go", "Rust", "TypeScript", "Java"]),
+            bank("more", "prose_with_snippet_fix", "asks"),
+            l=rng.choice(bank("more", "prose_with_snippet_fix", "languages")),
         ),
         f"{story}\n\n```python\n{code}\n```",
         "ticket",
@@ -750,18 +511,7 @@ def data_to_code(rng: random.Random, v: Vocab) -> Item:
     """Data shown only as an example of input for a program to write: code, not sequential_data/recall."""
     rows = [[t, round(rng.uniform(0, 100), 2), v.city] for t in _ts(rng, rng.randint(3, 12))]
     return Item(
-        pick(
-            rng,
-            [
-                "Write a Python script that parses lines like these and computes a rolling mean per city.",
-                "Write a pandas snippet that loads data in this format and plots it.",
-                "Give me a regex that extracts the timestamp and value from each line.",
-                "Write a SQL table schema and an INSERT statement for rows like these.",
-                "Write a function that validates records in this format and raises on bad rows.",
-                "Write a parser in Rust for this format.",
-                "Write a jq/awk one-liner to sum the second column.",
-            ],
-        ),
+        pick(rng, bank("more", "data_to_code", "asks")),
         fmt_rows(rng, ["ts", "value", "city"], rows),
         "sample",
     )
@@ -772,19 +522,8 @@ def code_howto_short(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "How do I reverse a linked list in {l}?",
-                "What's the idiomatic way to read a file line by line in {l}?",
-                "write a {l} function that dedupes a list of {o}s keeping order",
-                "regex for matching an email address?",
-                "how to merge two dicts in python",
-                "Convert this to a list comprehension: a loop that squares even numbers.",
-                "Write a SQL query for the top {k} customers by revenue.",
-                "git: how do I undo the last commit but keep the changes?",
-                "Dockerfile for a small {l} web app please",
-                "Why does my {l} code say 'index out of range'?",
-            ],
-            l=rng.choice(["Python", "Go", "JavaScript", "Rust", "Java", "C#", "Ruby"]),
+            bank("more", "code_howto_short", "asks"),
+            l=rng.choice(bank("more", "code_howto_short", "languages")),
             o=v.object,
             k=rng.randint(3, 20),
         ),
@@ -812,17 +551,10 @@ def update_records(rng: random.Random, v: Vocab) -> Item:
             bal[a] = bal[a] + x if op == "deposit" else bal[a] - x if op == "withdraw" else x
             rows.append([t, a, op, x])
         a = rng.choice(accts)
-        q = rng.choice(
-            [
-                f"What is {a}'s balance at the end?",
-                f"Apply these in order: what does {a} hold now?",
-                "What's the final balance of every account?",
-                f"Track {a}'s balance through the updates.",
-            ]
-        )
+        q = pick(rng, bank("more", "update_records", "balance_asks"), a=a)
         return Item(q, fmt_rows(rng, ["ts", "account", "op", "amount"], rows), "ledger", state=True, answer=str(bal[a]))
     if k == 1:
-        keys = rng.sample(["mode", "level", "owner", "flag", "color", "speed", "target", "status"], rng.randint(2, 5))
+        keys = rng.sample(bank("more", "update_records", "state_keys"), rng.randint(2, 5))
         st: dict[str, object] = {}
         rows = []
         for t in ts:
@@ -831,14 +563,7 @@ def update_records(rng: random.Random, v: Vocab) -> Item:
             st[key] = val
             rows.append([t, "SET", key, val])
         key = rng.choice(keys)
-        q = rng.choice(
-            [
-                f"After replaying these operations, what is {key}?",
-                "What is the final state of all keys?",
-                f"Replay this change log: what's the last value of {key}?",
-                f"Aplica los cambios en orden. ¿Cuánto vale {key} al final?",
-            ]
-        )
+        q = pick(rng, bank("more", "update_records", "change_asks"), key=key)
         return Item(
             q, fmt_rows(rng, ["ts", "op", "key", "value"], rows), "changes", state=True, answer=str(st.get(key))
         )
@@ -853,14 +578,7 @@ def update_records(rng: random.Random, v: Vocab) -> Item:
                 x = rng.randint(0, 99)
                 stack.append(x)
                 rows.append([t, "push", x])
-        q = rng.choice(
-            [
-                "What is on top of the stack after these operations?",
-                "What does the stack contain at the end (bottom to top)?",
-                "Execute these stack ops and give the final stack.",
-                "How many items are on the stack at the end, and which is on top?",
-            ]
-        )
+        q = rng.choice(bank("more", "update_records", "stack_asks"))
         return Item(
             q,
             fmt_rows(rng, ["ts", "op", "arg"], rows),
@@ -875,15 +593,9 @@ def update_records(rng: random.Random, v: Vocab) -> Item:
     for t in ts[1:]:
         p, r = rng.choice(people), rng.choice(rooms)
         where[p] = r
-        rows.append([t, p, rng.choice(["moves to", "goes to", "enters"]), r])
+        rows.append([t, p, rng.choice(bank("more", "update_records", "move_verbs")), r])
     p = rng.choice(people)
-    q = rng.choice(
-        [
-            f"Where is {p} at the end?",
-            "Where is everyone after the last event?",
-            f"Following the badge log, which room is {p} in now?",
-        ]
-    )
+    q = pick(rng, bank("more", "update_records", "room_asks"), p=p)
     return Item(q, fmt_rows(rng, ["ts", "who", "action", "where"], rows), "badge log", state=True, answer=where[p])
 
 
@@ -912,12 +624,7 @@ def register_machine(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Trace these assignments. What is {r} at the end?",
-                "Without running it, what are the final values of all variables?",
-                "Step through this and tell me {r}.",
-                "Final value of {r}?",
-            ],
+            bank("more", "register_machine", "asks"),
             r=r,
         ),
         rng.choice(["\n", "; "]).join(lines),
@@ -936,20 +643,12 @@ def extract_all_mentions(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "List every year mentioned in this text, exactly as written.",
-                "Extract all the person names that appear in the document.",
-                "Copy every sentence that mentions {c}.",
-                "Which paragraphs mention {c}? Quote them.",
-                "Find each percentage in the text and the sentence it appears in.",
-                "Pull out all city names verbatim, in order of appearance.",
-                "Does the document mention {n}? If so, quote the line.",
-            ],
+            bank("more", "extract_all_mentions", "asks"),
             c=v.city,
             n=v.name,
         ),
         doc,
-        rng.choice(["document", "text", "article"]),
+        rng.choice(bank("more", "extract_all_mentions", "labels")),
     )
 
 
@@ -961,11 +660,11 @@ def needle_in_notes(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            ["{q}", "Quick one from my notes: {q}", "{q} (it's in the notes somewhere)", "Search the notes: {q}"],
+            bank("more", "needle_in_notes", "asks"),
             q=q,
         ),
         "\n".join(notes),
-        rng.choice(["notes", "minutes", "bullet points"]),
+        rng.choice(bank("more", "needle_in_notes", "labels")),
         answer=ans,
     )
 
@@ -977,19 +676,7 @@ def needle_in_notes(rng: random.Random, v: Vocab) -> Item:
 def explain_or_review_code(rng: random.Random, v: Vocab) -> Item:
     code = _py_snippet(rng, v)
     return Item(
-        pick(
-            rng,
-            [
-                "What does this function do? Walk me through it.",
-                "Review this code: naming, edge cases, performance.",
-                "What's the time and space complexity here?",
-                "Is there a bug in this? It returns the wrong result for empty input.",
-                "Add docstrings and type hints.",
-                "Can this be made faster?",
-                "Translate to JavaScript.",
-                "¿Qué hace este código?",
-            ],
-        ),
+        pick(rng, bank("more", "explain_or_review_code", "asks")),
         code,
         "code",
     )
@@ -1001,21 +688,11 @@ def cli_and_config(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Write a GitHub Actions workflow that runs pytest and ruff on every push.",
-                "Give me the kubectl command to scale {s} to {k} replicas.",
-                "Write a systemd unit for the {s} service.",
-                "nginx config to proxy /api to localhost:{p}?",
-                "Bash one-liner: find files over 100MB under /var and sort by size.",
-                "Write a Makefile with build, test and lint targets for a {l} project.",
-                "Terraform for an S3 bucket with versioning, please.",
-                "Write a cron entry that runs backup.sh every {k} hours.",
-                "docker compose file for {s} with postgres and redis",
-            ],
+            bank("more", "cli_and_config", "asks"),
             s=svc,
             k=rng.randint(2, 12),
             p=rng.randint(3000, 9999),
-            l=rng.choice(["Go", "Python", "C", "Rust"]),
+            l=rng.choice(bank("more", "cli_and_config", "languages")),
         ),
         None,
     )
@@ -1031,17 +708,12 @@ def source_attribution(rng: random.Random, v: Vocab) -> Item:
     srcs = [paragraph(rng, v, rng.randint(3, 12)) for _ in range(k)]
     j = rng.randrange(k)
     srcs[j] += " " + fact
-    kind = rng.choice(["Email", "Source", "Doc", "Page", "Ticket", "Message"])
+    kind = rng.choice(bank("more", "source_attribution", "source_kinds"))
     body = "\n\n".join(f"[{kind} {i + 1}]\n{s}" for i, s in enumerate(srcs))
     return Item(
         pick(
             rng,
-            [
-                "{q} Say which {k} it comes from.",
-                "Which {k} contains the answer to: {q}",
-                "{q} Quote it and cite the {k} number.",
-                "Find the exact line across these {k}s: {q}",
-            ],
+            bank("more", "source_attribution", "asks"),
             q=q,
             k=kind.lower(),
         ),
@@ -1060,16 +732,11 @@ def term_definition_lookup(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                'How does this list define "{t}"? Copy the definition exactly.',
-                "Look up {t} in the list and give me its entry unchanged.",
-                "What's the definition of {t} here? Verbatim.",
-                "¿Cómo se define {t}? Cita la definición.",
-            ],
+            bank("more", "term_definition_lookup", "asks"),
             t=t,
         ),
         "\n".join(defs),
-        rng.choice(["list", "index", "reference"]),
+        rng.choice(bank("more", "term_definition_lookup", "labels")),
     )
 
 
@@ -1084,14 +751,8 @@ def api_docs_to_client(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Write a {l} client library for this API, with retries.",
-                "Generate typed {l} bindings for these endpoints.",
-                "Write integration tests in {l} for the endpoints documented here.",
-                "Implement a mock server in {l} that follows this documentation.",
-                "Write the OpenAPI YAML for what's described.",
-            ],
-            l=rng.choice(["Python", "TypeScript", "Go", "Java"]),
+            bank("more", "api_docs_to_client", "asks"),
+            l=rng.choice(bank("more", "api_docs_to_client", "languages")),
         ),
         doc,
         "API docs",
@@ -1101,15 +762,7 @@ def api_docs_to_client(rng: random.Random, v: Vocab) -> Item:
 @template(CD, "code_to_docs")
 def code_to_docs(rng: random.Random, v: Vocab) -> Item:
     return Item(
-        pick(
-            rng,
-            [
-                "Write a README section explaining how to use this module.",
-                "Generate API documentation for these functions.",
-                "Write a changelog entry and docstrings for this change.",
-                "Add comments explaining the tricky parts.",
-            ],
-        ),
+        pick(rng, bank("more", "code_to_docs", "asks")),
         _py_snippet(rng, v),
         "code",
     )

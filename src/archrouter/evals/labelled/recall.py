@@ -7,6 +7,7 @@ import json
 import random
 import string
 
+from archrouter.evals.labelled.bank import bank
 from archrouter.evals.labelled.base import Item, pick, template
 from archrouter.evals.labelled.text import log_uniform, paragraph, prose
 from archrouter.evals.labelled.vocab import Vocab
@@ -36,14 +37,7 @@ def kv_table(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What is the {f} of {k}?",
-                "Look up {k} in the list below and give me their {f}.",
-                "{k} - {f}? Answer with the value only.",
-                "Find {k}'s {f} in this directory.",
-                "¿Cuál es el {f} de {k}? Responde solo con el valor.",
-                "Quel est le {f} de {k} dans cette liste ?",
-            ],
+            bank("recall", "kv_table", "asks"),
             f=field,
             k=key,
         ),
@@ -63,14 +57,7 @@ def needle(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What is the access code for project {p}? Reply with the code only.",
-                "Somewhere in this text there's an access code for {p}. What is it exactly?",
-                "Find the access code for project {p} in the document.",
-                "What code does the text give for {p}? Copy it exactly.",
-                "¿Cuál es el código de acceso del proyecto {p}?",
-                "Wie lautet der Zugangscode für Projekt {p}?",
-            ],
+            bank("recall", "needle", "asks"),
             p=proj,
         ),
         "\n\n".join(body),
@@ -83,18 +70,7 @@ def needle(rng: random.Random, v: Vocab) -> Item:
 def copy_verbatim(rng: random.Random, v: Vocab) -> Item:
     txt = paragraph(rng, v) if rng.random() < 0.6 else prose(rng, v, log_uniform(rng, 80, 600))
     return Item(
-        pick(
-            rng,
-            [
-                "Repeat the following text exactly, word for word.",
-                "Copy this paragraph verbatim, don't change anything.",
-                "Echo back the text below exactly as written.",
-                "Please reproduce the passage below character for character.",
-                "Copia el siguiente texto exactamente, sin cambiar nada.",
-                "Recopie ce texte à l'identique.",
-                "Output the text between the markers unchanged.",
-            ],
-        ),
+        pick(rng, bank("recall", "copy_verbatim", "asks")),
         txt,
         "text",
         answer=txt,
@@ -110,13 +86,7 @@ def quote_sentence(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Quote the exact sentence in the document that contains the word '{w}'.",
-                'Which sentence mentions "{w}"? Copy it exactly, no paraphrasing.',
-                "Give me, verbatim, the first sentence where '{w}' appears.",
-                "Find the line with '{w}' and paste it exactly as it is written.",
-                "Cita textualmente la frase que contiene '{w}'.",
-            ],
+            bank("recall", "quote_sentence", "asks"),
             w=word,
         ),
         doc,
@@ -159,13 +129,7 @@ def config_value(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What is {k} set to in this config?",
-                "In the file below, what's the value of `{k}`? Just the value.",
-                "Tell me the {k} from this configuration, exactly as written.",
-                "{k}=?",
-                "Quel est la valeur de {k} dans ce fichier ?",
-            ],
+            bank("recall", "config_value", "asks"),
             k=k,
         ),
         text,
@@ -187,13 +151,7 @@ def list_position(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What is item number {i} in the list?",
-                "Give me the {i}th entry of this list exactly.",
-                "Which item comes right after '{x}'?",
-                "Copy the entry at position {i}.",
-                "¿Qué elemento está en la posición {i}?",
-            ],
+            bank("recall", "list_position", "asks"),
             i=i + 1,
             x=items[i - 1] if i else items[0],
         ),
@@ -214,7 +172,7 @@ def _log_lines(rng: random.Random, v: Vocab, n: int) -> list[str]:
         rid = _code(rng, 10).lower()
         lines.append(
             f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} {h:02d}:{m:02d}:{s:02d} {lvl} "
-            f"[{v.service}] req={rid} {rng.choice(['handled', 'timeout', 'retrying', 'ok', 'cache miss'])}"
+            f"[{v.service}] req={rid} {rng.choice(bank('recall', '_log_lines', 'outcomes'))}"
             f" in {rng.randint(1, 3000)}ms"
         )
     return lines
@@ -228,13 +186,7 @@ def log_line_lookup(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Which log line contains request id {r}? Copy the whole line exactly.",
-                "Find req={r} in these logs and paste that line.",
-                "grep for {r} in this log and show me the matching line",
-                "Show me, unchanged, the entry for request {r}.",
-                "Copia la línea del log con la petición {r}.",
-            ],
+            bank("recall", "log_line_lookup", "asks"),
             r=rid,
         ),
         "\n".join(lines),
@@ -252,7 +204,7 @@ def records_json(rng: random.Random, v: Vocab) -> Item:
             "name": v.name,
             "email": f"{v.name.lower()}.{rng.randint(1, 99)}@{v.company.lower().replace(' ', '')}.com",
             "city": v.city,
-            "plan": rng.choice(["free", "pro", "team"]),
+            "plan": rng.choice(bank("recall", "records_json", "plans")),
         }
         for i in range(n)
     ]
@@ -261,12 +213,7 @@ def records_json(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What is the {f} of the user with id {i}?",
-                "From this JSON, give me user {i}'s {f}.",
-                "Look up id {i} and return its {f} field exactly.",
-                "Dame el campo {f} del registro {i}.",
-            ],
+            bank("recall", "records_json", "asks"),
             f=field,
             i=r["id"],
         ),
@@ -281,17 +228,8 @@ def code_lookup(rng: random.Random, v: Vocab) -> Item:
     """Near-miss with code: the request is a lookup in the source, not programming."""
     fns = []
     for _ in range(rng.randint(2, 8)):
-        name = (
-            rng.choice(["connect", "fetch", "retry", "parse", "upload", "render", "sync", "notify"])
-            + "_"
-            + v.service.replace(" ", "_")
-        )
-        params = {
-            p: rng.randint(1, 500)
-            for p in rng.sample(
-                ["timeout", "retries", "batch_size", "limit", "port", "backoff", "max_items"], 3
-            )
-        }
+        name = rng.choice(bank("recall", "code_lookup", "verbs")) + "_" + v.service.replace(" ", "_")
+        params = {p: rng.randint(1, 500) for p in rng.sample(bank("recall", "code_lookup", "params"), 3)}
         sig = ", ".join(f"{p}={d}" for p, d in params.items())
         fns.append(
             (
@@ -306,12 +244,7 @@ def code_lookup(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What's the default value of `{p}` in `{n}`? Just the number.",
-                "In this file, what default does {n} use for {p}?",
-                "Copy the signature line of {n} exactly.",
-                "Which default is given to {p} in the function {n}? Quote it.",
-            ],
+            bank("recall", "code_lookup", "asks"),
             p=p,
             n=name,
         ),
@@ -331,12 +264,7 @@ def glossary(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What definition does the glossary give for '{t}'? Quote it exactly.",
-                "Copy the glossary entry for {t}.",
-                'Look up "{t}" in the glossary and give me the exact text.',
-                "Qual é a definição de {t} no glossário? Copie exatamente.",
-            ],
+            bank("recall", "glossary", "asks"),
             t=t,
         ),
         ctx,
@@ -355,11 +283,7 @@ def multi_doc(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Which document contains reference number {c}? Give its title exactly.",
-                "Find the doc that mentions {c} and copy its title.",
-                "Where does {c} appear? Title only, verbatim.",
-            ],
+            bank("recall", "multi_doc", "asks"),
             c=code,
         ),
         ctx,
@@ -371,7 +295,7 @@ def multi_doc(rng: random.Random, v: Vocab) -> Item:
 @template(T, "conversation_recall", held_out=True)
 def conversation_recall(rng: random.Random, v: Vocab) -> Item:
     ref = _code(rng, 6)
-    what = rng.choice(["booking reference", "order number", "ticket id", "confirmation code"])
+    what = rng.choice(bank("recall", "conversation_recall", "references"))
     filler = [
         ("user", f"Also, can you tell me about {v.topic}?"),
         ("assistant", paragraph(rng, v, 3)),
@@ -389,11 +313,7 @@ def conversation_recall(rng: random.Random, v: Vocab) -> Item:
             "role": "user",
             "content": pick(
                 rng,
-                [
-                    "What was my {w} again? Exactly as I typed it.",
-                    "Remind me of the {w} I gave you at the start.",
-                    "Can you repeat my {w}?",
-                ],
+                bank("recall", "conversation_recall", "asks"),
                 w=what,
             ),
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+from archrouter.evals.labelled.bank import bank
 from archrouter.evals.labelled.base import Item, pick, template
 from archrouter.evals.labelled.text import log_uniform
 from archrouter.evals.labelled.vocab import Vocab
@@ -27,29 +28,12 @@ def _n(rng: random.Random) -> int:
 
 @template(T, "forecast")
 def forecast(rng: random.Random, v: Vocab) -> Item:
-    what = rng.choice(
-        [
-            "daily sales",
-            "weekly sign-ups",
-            "hourly visitors",
-            "monthly revenue (k$)",
-            "daily active users",
-            "orders per hour",
-            "kWh used per day",
-        ]
-    )
+    what = rng.choice(bank("seqdata", "forecast", "series"))
     xs = _series(rng, _n(rng))
     return Item(
         pick(
             rng,
-            [
-                "Here are the {w} for the last {n} periods. Predict the next {k} values.",
-                "Forecast the next {k} points of this series.",
-                "Continue this time series for {k} more steps.",
-                "Given these {w}, what do you expect next week?",
-                "Predice los próximos {k} valores de esta serie.",
-                "Prévois les {k} prochaines valeurs.",
-            ],
+            bank("seqdata", "forecast", "asks"),
             w=what,
             n=len(xs),
             k=rng.randint(1, 10),
@@ -65,26 +49,18 @@ def sensor_anomaly(rng: random.Random, v: Vocab) -> Item:
     for _ in range(rng.randint(1, 4)):
         i = rng.randrange(len(xs))
         xs[i] = round(xs[i] * rng.choice([3, -2, 0.1, 5]), 1)
-    unit = rng.choice(["°C", "bar", "rpm", "ppm", "%RH", "V"])
+    unit = rng.choice(bank("seqdata", "sensor_anomaly", "units"))
     lines = (
         [
-            f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{i % 24:02d}:00 sensor-{rng.randint(1, 9)} {x}{unit}"
+            f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{i % 24:02d}:00 "
+            f"sensor-{rng.randint(1, 9)} {x}{unit}"
             for i, x in enumerate(xs)
         ]
         if rng.random() < 0.6
         else [f"{i},{x}" for i, x in enumerate(xs)]
     )
     return Item(
-        pick(
-            rng,
-            [
-                "Which readings look anomalous?",
-                "Detect outliers in this sensor data.",
-                "Are there any spikes or drops I should investigate?",
-                "Flag the anomalies in these measurements and explain why.",
-                "¿Hay valores anómalos en estas lecturas?",
-            ],
-        ),
+        pick(rng, bank("seqdata", "sensor_anomaly", "asks")),
         "\n".join(lines),
         "readings",
     )
@@ -97,19 +73,7 @@ def _logs(rng: random.Random, v: Vocab, n: int) -> list[str]:
     for _ in range(n):
         t += rng.randint(0, 30)
         lvl = rng.choices(["INFO", "WARN", "ERROR"], [8, 2, 1])[0]
-        msg = rng.choice(
-            [
-                "request completed",
-                "db timeout",
-                "retry scheduled",
-                "cache hit",
-                "connection reset",
-                "slow query",
-                "user login",
-                "payment declined",
-                "queue full",
-            ]
-        )
+        msg = rng.choice(bank("seqdata", "_logs", "messages"))
         out.append(
             f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d} {lvl:<5} {rng.choice(services)}: {msg} "
             f"latency={rng.randint(1, 2500)}ms"
@@ -120,18 +84,7 @@ def _logs(rng: random.Random, v: Vocab, n: int) -> list[str]:
 @template(T, "log_aggregate")
 def log_aggregate(rng: random.Random, v: Vocab) -> Item:
     return Item(
-        pick(
-            rng,
-            [
-                "How many errors per service are in these logs?",
-                "When did the error rate spike, and which service caused it?",
-                "Count the WARN and ERROR lines by service.",
-                "What's the average latency per service in this log?",
-                "Give me a timeline of incidents from these logs.",
-                "Cuenta los errores por servicio en estos logs.",
-                "Is the db timeout problem getting worse over time?",
-            ],
-        ),
+        pick(rng, bank("seqdata", "log_aggregate", "asks")),
         "\n".join(_logs(rng, v, _n(rng))),
         "log",
     )
@@ -156,14 +109,7 @@ def number_sequence(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What comes next: {s}, ...?",
-                "Find the next two numbers in the sequence {s}.",
-                "Continue the pattern: {s}",
-                "What's the rule behind {s}?",
-                "¿Cuál es el siguiente número? {s}",
-                "Nächste Zahl: {s}?",
-            ],
+            bank("seqdata", "number_sequence", "asks"),
             s=", ".join(map(str, xs)),
         ),
         None,
@@ -172,7 +118,7 @@ def number_sequence(rng: random.Random, v: Vocab) -> Item:
 
 @template(T, "moving_average")
 def moving_average(rng: random.Random, v: Vocab) -> Item:
-    tick = rng.choice(["ACME", "GLBX", "INIT", "HOOL", "STRK", "NRTH"])
+    tick = rng.choice(bank("seqdata", "moving_average", "tickers"))
     xs = _series(rng, _n(rng))
     lines = (
         [f"day {i + 1}: {x}" for i, x in enumerate(xs)] if rng.random() < 0.5 else [", ".join(map(str, xs))]
@@ -180,13 +126,7 @@ def moving_average(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Compute the {k}-day moving average of these {t} closing prices.",
-                "What's the trend in {t} over this period?",
-                "Give me the max drawdown of this price series.",
-                "Calcula la media móvil de {k} días.",
-                "On which days did {t} close above its {k}-day average?",
-            ],
+            bank("seqdata", "moving_average", "asks"),
             k=rng.choice([3, 5, 7, 20]),
             t=tick,
         ),
@@ -204,16 +144,7 @@ def csv_metrics(rng: random.Random, v: Vocab) -> Item:
         for i, (c, m) in enumerate(zip(cpu, mem, strict=True))
     ]
     return Item(
-        pick(
-            rng,
-            [
-                "Which hour had the highest average CPU?",
-                "Summarise how memory usage evolves over time in this CSV.",
-                "Is there a daily pattern in the requests column?",
-                "Find periods where CPU stayed above 80% for 3+ hours.",
-                "Aggregate requests per day.",
-            ],
-        ),
+        pick(rng, bank("seqdata", "csv_metrics", "asks")),
         "\n".join(rows),
         "csv",
     )
@@ -223,15 +154,7 @@ def csv_metrics(rng: random.Random, v: Vocab) -> Item:
 def latency_stats(rng: random.Random, v: Vocab) -> Item:
     xs = [max(1, int(rng.lognormvariate(4, 0.7))) for _ in range(_n(rng))]
     return Item(
-        pick(
-            rng,
-            [
-                "Here are request latencies in ms, in arrival order. Compute p50, p95 and p99.",
-                "Did latency degrade over time in this sequence?",
-                "What's the median and the worst 1% of these latencies?",
-                "Group these latencies into buckets of 100ms and count them.",
-            ],
-        ),
+        pick(rng, bank("seqdata", "latency_stats", "asks")),
         " ".join(map(str, xs)),
         "latencies",
     )
@@ -243,11 +166,7 @@ def heart_rate(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "This is {p}'s heart rate per minute during a run. Describe the trend and any recovery periods.",
-                "When did the heart rate peak in this recording?",
-                "Segment this signal into warm-up, effort and cool-down.",
-            ],
+            bank("seqdata", "heart_rate", "asks"),
             p=v.name,
         ),
         " ".join(map(str, xs)),
@@ -262,11 +181,7 @@ def weather_seasonality(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Monthly mean temperatures for {c}. Is there seasonality, and is it warming over time?",
-                "Decompose this monthly series into trend and seasonal parts.",
-                "Which months are consistently the coldest?",
-            ],
+            bank("seqdata", "weather_seasonality", "asks"),
             c=v.city,
         ),
         ", ".join(map(str, xs)),
@@ -281,18 +196,11 @@ def clickstream(rng: random.Random, v: Vocab) -> Item:
     for _ in range(_n(rng)):
         t += rng.randint(1, 900)
         out.append(
-            f"{t} {rng.choice(users)} {rng.choice(['view', 'click', 'add_to_cart', 'checkout', 'scroll'])} "
-            f"/{rng.choice(['home', 'search', 'item', 'cart'])}"
+            f"{t} {rng.choice(users)} {rng.choice(bank('seqdata', 'clickstream', 'actions'))} "
+            f"/{rng.choice(bank('seqdata', 'clickstream', 'pages'))}"
         )
     return Item(
-        pick(
-            rng,
-            [
-                "Split these events into sessions (30 minutes of inactivity ends a session) and count sessions per user.",
-                "What is the typical sequence of events before a checkout?",
-                "Compute the conversion funnel from these events.",
-            ],
-        ),
+        pick(rng, bank("seqdata", "clickstream", "asks")),
         "\n".join(out),
         "events",
     )
@@ -305,11 +213,7 @@ def symbol_pattern(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Find the repeating unit in this sequence and give the next 5 symbols.",
-                "Is this sequence periodic? If so, what's the period?",
-                "Continue: {s}",
-            ],
+            bank("seqdata", "symbol_pattern", "asks"),
             s=seq[:30],
         ),
         seq,
@@ -326,14 +230,7 @@ def gps_trace(rng: random.Random, v: Vocab) -> Item:
         lon += rng.gauss(0, 0.001)
         out.append(f"{i * 5}s {lat:.5f},{lon:.5f} speed={abs(rng.gauss(4, 2)):.1f}")
     return Item(
-        pick(
-            rng,
-            [
-                "Estimate the total distance covered in this GPS trace.",
-                "Where did the vehicle stop, according to this trace?",
-                "Resample this track to one point per minute.",
-            ],
-        ),
+        pick(rng, bank("seqdata", "gps_trace", "asks")),
         "\n".join(out),
         "trace",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from archrouter.evals.labelled.bank import bank
 from archrouter.evals.labelled.base import Item, pick, template
 from archrouter.evals.labelled.text import log_uniform
 from archrouter.evals.labelled.vocab import Vocab
@@ -32,11 +33,7 @@ def boxes_moves(rng: random.Random, v: Vocab) -> Item:
         lines.append(
             pick(
                 rng,
-                [
-                    "Move the {o} from {c} {s} to {c} {d}.",
-                    "The {o} goes from {c} {s} into {c} {d}.",
-                    "Take the {o} out of {c} {s} and put it in {c} {d}.",
-                ],
+                bank("state", "boxes_moves", "moves"),
                 o=o,
                 c=cont,
                 s=src,
@@ -47,12 +44,7 @@ def boxes_moves(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What does {c} {q} contain now?",
-                "Which objects are in {c} {q} at the end?",
-                "After all the moves, what's in {c} {q}?",
-                "¿Qué hay en la {c} {q} al final?",
-            ],
+            bank("state", "boxes_moves", "asks"),
             c=cont,
             q=q,
         ),
@@ -75,7 +67,7 @@ def cup_swaps(rng: random.Random, v: Vocab) -> Item:
         lines.append(
             pick(
                 rng,
-                ["Swap cups {a} and {b}.", "The magician swaps cup {a} with cup {b}.", "swap {a} {b}"],
+                bank("state", "cup_swaps", "swaps"),
                 a=a,
                 b=b,
             )
@@ -83,11 +75,7 @@ def cup_swaps(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Where is the {o} now?",
-                "Under which cup is the {o} at the end?",
-                "Sous quel gobelet se trouve le {o} ?",
-            ],
+            bank("state", "cup_swaps", "asks"),
             o=o,
         ),
         "\n".join(lines),
@@ -107,15 +95,7 @@ def running_parity(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Is the number of 1s in this bit string even or odd?",
-                "Compute the running parity of the bits below; give the final parity.",
-                "Track the parity as you read each bit. What's the parity at the end?",
-                "What is the XOR of all these bits?",
-                "parity of {s}?",
-                "¿La cantidad de unos es par o impar?",
-                "Ist die Anzahl der Einsen gerade oder ungerade?",
-            ],
+            bank("state", "running_parity", "asks"),
             s=seq[:40],
         ),
         seq,
@@ -141,11 +121,7 @@ def light_toggles(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Is the {d} {a} or {b} at the end?",
-                "What is the final state of the {d}?",
-                "After all that, {a} or {b}?",
-            ],
+            bank("state", "light_toggles", "asks"),
             d=dev,
             a=words[0],
             b=words[1],
@@ -168,7 +144,7 @@ def ball_passes(rng: random.Random, v: Vocab) -> Item:
         lines.append(
             pick(
                 rng,
-                ["{a} passes the {o} to {b}.", "{a} throws it to {b}.", "{b} gets the {o} from {a}."],
+                bank("state", "ball_passes", "passes"),
                 a=holder,
                 b=to,
                 o=o,
@@ -178,7 +154,7 @@ def ball_passes(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            ["Who has the {o} at the end?", "Who is holding the {o} now?", "¿Quién tiene el {o} al final?"],
+            bank("state", "ball_passes", "asks"),
             o=o,
         ),
         " ".join(lines),
@@ -215,14 +191,7 @@ def robot_turns(rng: random.Random, v: Vocab) -> Item:
     return Item(
         "Where does the robot end up (x, y)?"
         if ask_pos
-        else pick(
-            rng,
-            [
-                "Which direction is the robot facing at the end?",
-                "Final heading?",
-                "¿Hacia dónde mira el robot al final?",
-            ],
-        ),
+        else pick(rng, bank("state", "robot_turns", "heading_asks")),
         "\n".join(lines),
         "instructions",
         state=True,
@@ -244,14 +213,7 @@ def stack_ops(rng: random.Random, v: Vocab) -> Item:
             ops.append(f"push {x}")
     sep = rng.choice([", ", "; ", "\n"])
     return Item(
-        pick(
-            rng,
-            [
-                "Starting from an empty stack, apply these operations. What is on top at the end?",
-                "What does the stack look like (bottom to top) after these ops?",
-                "Empty stack, then: ... what's the top element?",
-            ],
-        ),
+        pick(rng, bank("state", "stack_ops", "asks")),
         sep.join(ops),
         "operations",
         state=True,
@@ -261,7 +223,7 @@ def stack_ops(rng: random.Random, v: Vocab) -> Item:
 
 @template(T, "variable_updates")
 def variable_updates(rng: random.Random, v: Vocab) -> Item:
-    names = rng.sample(["x", "y", "z", "a", "b", "counter", "total", "score"], 3)
+    names = rng.sample(bank("state", "variable_updates", "variables"), 3)
     vals = {n: rng.randint(0, 20) for n in names}
     lines = (
         [f"{n} = {vals[n]}" for n in names]
@@ -289,12 +251,7 @@ def variable_updates(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "What is the value of {q} at the end?",
-                "Follow the updates. Final {q}?",
-                "After these steps, what does {q} equal?",
-                "Valeur finale de {q} ?",
-            ],
+            bank("state", "variable_updates", "asks"),
             q=q,
         ),
         "\n".join(lines),
@@ -315,12 +272,7 @@ def people_rooms(rng: random.Random, v: Vocab) -> Item:
         lines.append(
             pick(
                 rng,
-                [
-                    "{p} went to the {r}.",
-                    "{p} moved to the {r}.",
-                    "Then {p} walked into the {r}.",
-                    "{p} travelled to the {r}.",
-                ],
+                bank("state", "people_rooms", "moves"),
                 p=p,
                 r=where[p],
             )
@@ -329,7 +281,7 @@ def people_rooms(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            ["Where is {p}?", "Where is {p} now?", "In which room is {p} at the end?", "Wo ist {p} jetzt?"],
+            bank("state", "people_rooms", "asks"),
             p=p,
         ),
         " ".join(lines),
@@ -356,14 +308,7 @@ def list_permutations(rng: random.Random, v: Vocab) -> Item:
             items = items[::-1]
             lines.append("Reverse the list.")
     return Item(
-        pick(
-            rng,
-            [
-                "What is the final list?",
-                "Give the list after all operations.",
-                "What's first in the list at the end?",
-            ],
-        ),
+        pick(rng, bank("state", "list_permutations", "asks")),
         "\n".join(lines),
         "operations",
         state=True,
@@ -393,7 +338,7 @@ def dance_partners(rng: random.Random, v: Vocab) -> Item:
 
 @template(T, "automaton", held_out=True)
 def automaton(rng: random.Random, v: Vocab) -> Item:
-    states = rng.sample(["A", "B", "C", "D", "IDLE", "RUN", "WAIT", "DONE"], rng.randint(2, 4))
+    states = rng.sample(bank("state", "automaton", "states"), rng.randint(2, 4))
     trans = {(s, c): rng.choice(states) for s in states for c in "01"}
     inp = "".join(rng.choice("01") for _ in range(_steps(rng)))
     s = states[0]
@@ -446,10 +391,7 @@ def door_events(rng: random.Random, v: Vocab) -> Item:
     return Item(
         pick(
             rng,
-            [
-                "Given these events for the doors ({i}), is the {d} door locked or unlocked at the end?",
-                "Replay the events. Final state of the {d} door?",
-            ],
+            bank("state", "door_events", "asks"),
             i=init,
             d=d,
         ),

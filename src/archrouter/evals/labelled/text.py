@@ -1,56 +1,16 @@
 """Building blocks shared by the task templates: prose, noise (typos, casing), and how an instruction
-is put together with its context."""
+is put together with its context. The sentences and noise phrases are in banks/text.yaml."""
 
 from __future__ import annotations
 
 import random
 
+from archrouter.evals.labelled.bank import bank
 from archrouter.evals.labelled.vocab import Vocab
 
-_SENTENCES = [
-    "{company} reported that demand for {topic} in {city} rose by {pct}% over the {period}.",
-    "According to {name}, the main obstacle was not money but the lack of trained staff.",
-    "The committee met {n} times in {month} and agreed to revisit the budget in the autumn.",
-    "Critics argue that the programme favoured large firms such as {company} over local cooperatives.",
-    "In {city}, officials estimated the cost at roughly {money} million, well above the first forecast.",
-    "{name} noted that earlier attempts had failed because nobody measured the results consistently.",
-    "Surveys of {n2} residents showed mixed feelings, with younger people generally more supportive.",
-    "The pilot started in {month} {year} and was extended twice before a full review was ordered.",
-    "Several experts warned that the gains in {topic} could disappear if maintenance were neglected.",
-    "A smaller team at {company} focused on training, documentation and long-term support.",
-    "Meanwhile, neighbouring regions took a slower approach and reported fewer complaints.",
-    "The report devotes a full chapter to the history of {topic}, starting in the {decade}s.",
-    "{name} described the first year as chaotic but said the second went far more smoothly.",
-    "Funding came partly from public grants and partly from a levy on commercial users.",
-    "By the end of {year}, about {pct}% of the planned work had been completed.",
-    "Some of the most useful lessons came from mistakes made during the early rollout.",
-    "The authors stress that the data from {city} should be read with caution, since the sample was small.",
-    "Local newspapers covered the story extensively, often focusing on the personalities involved.",
-    "An independent audit later found that most of the money had been spent as intended.",
-    "{name} and {name2} disagreed sharply about whether the rules should apply to small businesses.",
-    "The second phase introduced stricter reporting, which added paperwork but improved trust.",
-    "Prices for related services fell by around {pct}% once competition increased.",
-    "Observers in {city2} watched closely, hoping to copy whatever worked.",
-    "There was also a cultural dimension: many people simply distrusted new schemes.",
-    "Engineers at {company} proposed a cheaper design that used recycled materials.",
-    "The weather in {month} delayed construction by several weeks.",
-    "It took almost {n} years before the benefits were visible in official statistics.",
-    "Interviews with {job}s revealed that day-to-day work changed less than expected.",
-    "The final section lists open questions, including how to pay for upkeep after {year2}.",
-    "Not everyone was convinced; a petition against the plan gathered {n2} signatures.",
-    "{name} later admitted that the timeline had been far too optimistic.",
-    "The board approved a revised plan with a smaller scope and a clearer set of goals.",
-    "Most of the savings came from better scheduling rather than new technology.",
-    "Researchers compared the results with similar projects in {city2} and found comparable trends.",
-    "Public meetings were held every {weekday}, and attendance grew steadily over the year.",
-    "In hindsight, the decision to involve {job}s early on proved to be essential.",
-    "One unexpected side effect was a rise in volunteer participation.",
-    "The document ends with recommendations for other towns considering similar steps.",
-    "Despite the setbacks, support for {topic} remained high among local businesses.",
-    "A follow-up study is planned for {year2}, with a larger sample and a longer time frame.",
-]
-_WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-_PERIODS = ["last quarter", "past two years", "summer", "first half of the year", "past decade"]
+_SENTENCES = bank("text", "sentences")
+_WEEKDAYS = bank("text", "weekdays")
+_PERIODS = bank("text", "periods")
 
 
 def sentence(rng: random.Random, v: Vocab) -> str:
@@ -132,23 +92,7 @@ def noisy(rng: random.Random, instr: str) -> str:
     if rng.random() < 0.1:
         instr = instr.rstrip(".?!")
     if rng.random() < 0.15:
-        instr = (
-            rng.choice(
-                [
-                    "Hi! ",
-                    "hey, ",
-                    "Hello, ",
-                    "Quick one: ",
-                    "Please help. ",
-                    "Q: ",
-                    "ok so ",
-                    "Question - ",
-                    "Hola, ",
-                    "Bonjour ! ",
-                ]
-            )
-            + instr
-        )
+        instr = rng.choice(bank("text", "noisy", "openers")) + instr
     r = rng.random()
     if r < 0.04:
         instr = f"Task: {instr}"
@@ -161,9 +105,7 @@ def noisy(rng: random.Random, instr: str) -> str:
     elif r < 0.16:
         instr = f"{instr} Be brief."
     if rng.random() < 0.1:
-        instr += rng.choice(
-            [" Thanks!", " thx", " Thank you in advance.", " pls", " :)", " Cheers.", " Merci.", " Danke!"]
-        )
+        instr += rng.choice(bank("text", "noisy", "sign_offs"))
     return instr
 
 
