@@ -97,6 +97,9 @@ def test_every_locked_pin_carries_a_hash_and_the_environment_matches_it():
     blocks = re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text(encoding="utf-8"))
     unhashed = [b.split()[0] for b in blocks if re.match(r"[A-Za-z0-9].*==", b) and "--hash=sha256:" not in b]
     assert not unhashed
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
-    drift = {n: (v, installed.get(n)) for n, v in _locked().items() if installed.get(n) not in (v, None)}
+    # setuptools puts its vendored copies (packaging, platformdirs, ...) on sys.path too: a name may show twice
+    installed: dict[str, set[str]] = {}
+    for d in metadata.distributions():
+        installed.setdefault(canonicalize_name(d.metadata["Name"]), set()).add(d.version)
+    drift = {n: (v, installed.get(n)) for n, v in _locked().items() if n in installed and v not in installed[n]}
     assert not drift, f"installed versions differ from the lock (reinstall with `make install`): {drift}"
