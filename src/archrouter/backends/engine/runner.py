@@ -22,8 +22,9 @@ import torch
 
 from archrouter.backends.base import Cache, CausalLM
 from archrouter.backends.engine.graphs import DecodeGraphs
-from archrouter.backends.engine.sequence import Sequence
-from archrouter.backends.sampling import sample_batch
+from archrouter.backends.engine.sequence import Sequence, Status
+from archrouter.backends.grammar import fill_bitmask
+from archrouter.backends.sampling import Sampled, TokenCounts, has_penalty, sample_rows
 
 
 class ModelRunner:
@@ -39,6 +40,7 @@ class ModelRunner:
         self.cache_type = type(self.init_cache(1))
         self.syncs = 0  # device->host reads by the runner (one a step when anything was sampled)
         self._pin = self.device.type == "cuda"
+        self.counts = TokenCounts(vocab_size, self.device)  # penalties' token counts (allocated on first use)
 
     # ------------------------------------------------------------------ host <-> device
 
@@ -56,8 +58,8 @@ class ModelRunner:
             return t.pin_memory().to(self.device, non_blocking=True)
         return t.to(self.device)
 
-    def to_host(self, t: torch.Tensor) -> list[int]:
-        """The step's one device->host read: sampled ids back to Python."""
+    def to_host(self, t: torch.Tensor) -> list:
+        """The step's one device->host read: sampled ids (and logprobs, when asked for) back to Python."""
         self.syncs += 1
         return t.tolist()
 
@@ -106,13 +108,59 @@ class ModelRunner:
         if not sampled:
             return []
         last_logits = logits[0] if len(logits) == 1 else torch.cat(logits)
+        if any(s.forks for s in sampled):
+            last_logits, sampled = self._fork(last_logits, sampled)
         return list(zip(sampled, self.sample(last_logits, sampled), strict=True))
 
+    def _fork(self, last_logits: torch.Tensor, seqs: list[Sequence]) -> tuple[torch.Tensor, list[Sequence]]:
+        """n > 1: each sample after the first starts from its prompt's cache (blocks shared copy-on-write
+        for paged attention, a copied state for recurrent families) and the same last logits, so one
+        prefill serves all n. The forks join the decode batch at the next step."""
+        rows: list[int] = []
+        out: list[Sequence] = []
+        for i, s in enumerate(seqs):
+            rows.append(i)
+            out.append(s)
+            for child in s.forks:
+                if child.aborted:
+                    continue
+                child.cache = s.cache.gather([0])
+                child.num_computed = s.num_computed
+                child.status = Status.PREFILL
+                rows.append(i)
+                out.append(child)
+            s.forks = []
+        return last_logits.index_select(0, self.index(rows)), out
+
+    def release(self, seq: Sequence) -> None:
+        """A finished sequence gives back its sampling state."""
+        self.counts.release(seq.count_slot)
+        seq.count_slot = 0
+        seq.matcher = None
+
     def sample(self, last_logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
-        """Every row with its own parameters and generator, in one batched call and one read-back."""
-        tokens = sample_batch(last_logits[:, : self.vocab_size], [s.params for s in seqs],
-                              [s.generator for s in seqs])  # fmt: skip
-        return self.to_host(tokens)
+        """Every row with its own parameters, generator, penalties and grammar, in one batched call and one
+        read-back (the ids, with the logprobs of the rows that asked for them)."""
+        params = [s.params for s in seqs]
+        extra: dict[str, torch.Tensor] = {}
+        slots = None
+        if any(has_penalty(p) for p in params):
+            for s in seqs:
+                if not s.count_slot and has_penalty(s.params):
+                    s.count_slot = self.counts.alloc(s.prompt if s.params.repetition_penalty != 1.0 else [])
+            slots = self.index([s.count_slot for s in seqs])
+            extra["counts"], extra["prompt_seen"] = self.counts.rows(slots)
+        if any(s.matcher is not None for s in seqs):
+            eos = min(min(s.eos_ids) for s in seqs if s.matcher is not None)
+            extra["bitmask"] = fill_bitmask([s.matcher for s in seqs], self.vocab_size, eos, pin=self._pin)
+        out = sample_rows(last_logits[:, : self.vocab_size], params, [s.generator for s in seqs], **extra)
+        if slots is not None:
+            self.counts.add(slots, out.tokens)
+        rows = Sampled.unpack(self.to_host(out.packed()))
+        for s, (_, lp, top) in zip(seqs, rows, strict=True):
+            if s.params.logprobs is not None:
+                s.pending_logprobs = (lp, top)
+        return [t for t, _, _ in rows]
 
     def decode(self) -> list[int]:
         """One token for every row of the decode batch; the sampled tokens in row order."""
