@@ -28,6 +28,7 @@ from archrouter.backends import families
 from archrouter.backends.base import Cache, CausalLM
 from archrouter.backends.engine.config import EngineConfig
 from archrouter.backends.engine.graphs import DecodeGraphs
+from archrouter.backends.engine.pools import KVSlots, StatePool
 from archrouter.backends.engine.runner import ModelRunner
 from archrouter.backends.engine.scheduler import Scheduler
 from archrouter.backends.engine.sequence import Sequence, Status
@@ -70,6 +71,23 @@ def _deliver(items: list[tuple[asyncio.Queue, GenerationChunk]]) -> None:
         queue.put_nowait(chunk)
 
 
+# sampling fields whose value at this default needs nothing from the host between steps (anything else, e.g.
+# penalties over the tokens generated so far, runs one step at a time)
+_NEUTRAL = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0, "logit_bias": None,
+            "logprobs": None, "top_logprobs": None, "grammar": None, "response_format": None, "min_tokens": 0}
+
+
+def plain_sampling(params: object) -> bool:
+    """Whether a request samples from its logits alone (temperature, top-k/p, seed): several decode steps
+    may then run on the device before the host reads any of their tokens."""
+    for name, neutral in _NEUTRAL.items():
+        value = getattr(params, name, neutral)
+        if value is None or value is False or value == neutral or (neutral is None and not value):
+            continue
+        return False
+    return True
+
+
 def choice_seed(seed: int, index: int) -> int:
     """Choice `index`'s seed: the request's for the first, distinct well-mixed ones for the rest (n > 1
     with a seed is reproducible, and its samples differ)."""
@@ -102,28 +120,37 @@ class Engine:
         self.config = config or EngineConfig()
         capacity = "tokens" if info.family in ATTENTION_FAMILIES else "slots"
         self.scheduler = Scheduler(self.config, capacity, context_length=info.context_length)
-        graphs = None
         device = next(model.parameters()).device
-        if self.config.cuda_graphs and capacity == "slots" and device.type == "cuda":
-            sizes = [s for s in self.config.cuda_graph_sizes if s <= self.config.max_num_seqs]
-            graphs = DecodeGraphs(self.model, sizes or [self.config.max_num_seqs])
-        # paged attention: one block pool for every sequence, sized so that what admission reserves always
-        # fits (each row may round up one partial block and hold one copy-on-write block)
+        # every sequence owns a slot from admission to finish. Attention: rows of block tables over one
+        # paged KV pool, sized so that what admission reserves always fits (each row may round up one
+        # partial block and hold one copy-on-write block; graphs borrow one scratch block)
         self.kv_pool: PagedKVPool | None = None
-        if capacity == "tokens" and self.config.kv_paged and hasattr(model, "new_kv_pool"):
+        if capacity == "tokens":
             bs = self.config.kv_block_size
-            self.kv_pool = model.new_kv_pool(-(-self.config.kv_token_budget // bs) + 2 * self.config.max_num_seqs, bs)
-        self.runner = ModelRunner(self.model, tokenizer.vocab_size, graphs=graphs,
-                                  init_cache=self.kv_pool.new_cache if self.kv_pool else None)
+            self.kv_pool = model.new_kv_pool(-(-self.config.kv_token_budget // bs) + 2 * self.config.max_num_seqs + 1,
+                                             bs)  # fmt: skip
+            pool: StatePool | KVSlots = KVSlots(model, self.kv_pool, self.config.max_num_seqs)
+        else:
+            pool = StatePool(model, self.config.max_num_seqs)
+        self.pool = pool
+        self.runner = ModelRunner(pool, tokenizer.vocab_size)
+        if self.config.cuda_graphs and device.type == "cuda":
+            sizes = [s for s in self.config.cuda_graph_sizes if s <= self.config.max_num_seqs]
+            self.runner.graphs = DecodeGraphs(pool, self.runner.last_token, sizes or [self.config.max_num_seqs],
+                                              max_context=info.context_length)  # fmt: skip
+        steps = self.config.decode_steps
+        self.decode_steps = steps if steps is not None else (4 if device.type == "cuda" else 1)
         self.state_cache: StateCache | None = None
         wanted = self.config.state_cache
-        self.prefix_blocks = self.kv_pool is not None and wanted != "off"
+        # the Transformer shares prompt prefixes as pool blocks (`kv_paged`); without it, and for the
+        # recurrent families, states are snapshotted into the state cache
+        self.prefix_blocks = self.kv_pool is not None and self.config.kv_paged and wanted != "off"
         self.block_counters = {"prefix_hits": 0, "prefix_misses": 0, "prefix_saved_tokens": 0}
-        if self.kv_pool is None and (wanted == "on" or (wanted == "auto" and capacity == "slots")):
+        if not self.prefix_blocks and (wanted == "on" or (wanted == "auto" and capacity == "slots")):
             store = state_store if state_store is not None else build_state_store(self.config)
             dtype = dtype or next(model.parameters()).dtype
             namespace = f"{info.name}|{info.family}|{checkpoint_fingerprint(info.checkpoint)}|{dtype}"
-            cache_type = self.runner.cache_type
+            cache_type = type(pool.read(0))
 
             def restore(data: bytes) -> Cache:
                 return cache_type.restore(data, device=device)
@@ -131,7 +158,7 @@ class Engine:
             self.state_cache = StateCache(store, namespace, block=self.config.state_cache_block, restore=restore,
                                           local_bytes=self.config.state_cache_local_bytes)
         self.counters = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "prefill_tokens": 0,
-                         "steps": 0, "step_errors": 0}
+                         "steps": 0, "decode_rounds": 0, "step_errors": 0}
         self._ids = itertools.count()
         self._vocab_bytes: list[bytes] | None = None
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, GenerationChunk]]] = {}
@@ -203,6 +230,9 @@ class Engine:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
         n = max(1, sp.n)
+        if n > self.config.max_num_seqs:
+            raise InvalidRequest(f"n={n} is more than backend {self.info.name!r} runs at once "
+                                 f"({self.config.max_num_seqs} sequences)", param="n")
         vocab_bytes = self.vocab_bytes() if sp.logprobs is not None else None
         parents: list[Sequence] = []
         everyone: list[Sequence] = []
@@ -269,7 +299,11 @@ class Engine:
              "prefix_bytes_written", "prefix_errors", "prefix_cache_bytes", "prefix_evictions"), 0))
         if self.kv_pool is not None:
             alloc = self.kv_pool.allocator
-            s.update(self.block_counters, kv_blocks_total=alloc.num_blocks, kv_blocks_used=alloc.num_used,
+            if self.prefix_blocks:
+                s.update(self.block_counters)
+            graphs = self.runner.graphs
+            lent = 1 if graphs is not None and graphs.static is not None else 0  # the graphs' scratch block
+            s.update(kv_blocks_total=alloc.num_blocks - lent, kv_blocks_used=alloc.num_used - lent,
                      kv_block_size=alloc.block_size)
         return s
 
@@ -294,30 +328,34 @@ class Engine:
         self._fail_all(BackendError(f"backend {self.info.name!r} shut down"))
 
     def _step(self) -> bool:
-        sched, runner = self.scheduler, self.runner
+        sched, runner, pool = self.scheduler, self.runner, self.pool
         for seq, err in sched.expire():
             seq.emit(err)
         for seq in sched.drop_finished():
-            seq.cache = None
-            runner.release(seq)
+            self._free(seq)
         for seq in sched.admit():
+            seq.slot = pool.alloc()
             if self.prefix_blocks:
                 self._reuse_blocks(seq)
             else:
                 self._restore_prefix(seq)
         plan = sched.plan()
-        runner.sync(plan.decode)  # rows that finished or were cancelled are freed here
         if not plan:
             return False
         self.counters["steps"] += 1
-        # one decode forward, the prompt-chunk forwards, one sampling call and one read-back for all of them
-        sampled = runner.step(plan.prefill)
+        if plan.decode and not plan.prefill and not sched.waiting and self.decode_steps > 1:
+            steps = min(self.decode_steps, *(s.params.max_tokens - len(s.output) for s in plan.decode))
+            if steps > 1 and all(plain_sampling(s.params) for s in plan.decode):
+                self._decode_round(plan.decode, steps)
+                return True
+        # one decode forward, one packed prompt forward, one sampling call and one read-back for all of them
+        sampled = runner.step(plan.decode, plan.prefill)
         if plan.decode:
-            self._snapshot_decode_rows()
+            self._snapshot_decode_rows(plan.decode)
         for seq, n in plan.prefill:
             self.counters["prefill_tokens"] += n
             if self.state_cache and seq.snapshot_at and seq.num_computed == seq.snapshot_at:
-                self.state_cache.store(seq.prompt, seq.snapshot_at, seq.cache.gather([0]))  # a device copy
+                self.state_cache.store(seq.prompt, seq.snapshot_at, pool.read(seq.slot))  # a device copy
         for seq, _ in sampled:
             if seq.parent is not None and seq.status is Status.PREFILL:
                 sched.attach(seq)  # a fork of n > 1 joins the batch beside its parent
@@ -327,6 +365,26 @@ class Engine:
             self._emit_token(seq, token)
         self._flush()
         return True
+
+    def _decode_round(self, rows: list[Sequence], steps: int) -> None:
+        """`steps` decode steps queued back to back with one read-back (no prompt is waiting for a turn):
+        tokens past a row's end (a stop, an EOS) are computed and dropped, as vLLM's multi-step does."""
+        self.counters["steps"] += steps - 1
+        self.counters["decode_rounds"] += 1
+        per_row = self.runner.decode_round(rows, steps, lambda j: self._snapshot_decode_rows(rows))
+        for seq, tokens in zip(rows, per_row, strict=True):
+            for token in tokens:
+                if seq.finish_reason is not None:
+                    break
+                self._emit_token(seq, token)
+        self._flush()
+
+    def fork(self, seq: Sequence, child: Sequence) -> None:
+        """Continue `child` (admitted, holding its own slot) from where `seq` is now, e.g. after `seq`'s
+        prompt: a recurrent state is copied slot to slot on the device; the Transformer's KV blocks are
+        shared through the pool's refcounts (copy-on-write). Step thread only."""
+        self.runner.fork(seq, child)
+        child.status = seq.status
 
     def _flush(self) -> None:
         """Hand this step's chunks to their event loops: one thread-safe call per loop."""
@@ -340,23 +398,31 @@ class Engine:
         self.counters["completion_tokens"] += 1
         if chunk.finish_reason:  # bookkeeping first, so a client that sees the end sees it settled
             self.scheduler.finish(seq)
-            self.runner.release(seq)
-            seq.cache = None
-            if self.state_cache and seq.pending_snapshot is not None:
-                self.state_cache.store(seq.tokens, *seq.pending_snapshot)
+            self._free(seq)
+            snap = seq.pending_snapshot
+            # a decode round may have snapshotted past the end (tokens computed, then dropped): not stored
+            if self.state_cache and snap is not None and snap[0] <= len(seq.tokens):
+                self.state_cache.store(seq.tokens, *snap)
             seq.pending_snapshot = None
         if seq.loop is not None and seq.queue is not None:
             self._outbox.setdefault(seq.loop, []).append((seq.queue, chunk))
         else:
             seq.emit(chunk)
 
+    def _free(self, seq: Sequence) -> None:
+        """Give the sequence's slot back (its state or KV blocks are free for the next admission), and its
+        sampling state (penalty counts, grammar matcher)."""
+        self.runner.release(seq)
+        if seq.slot is not None:
+            self.pool.release(seq.slot)
+            seq.slot = None
+
     def _reuse_blocks(self, seq: Sequence) -> None:
         """Attach the pool's full KV blocks that already hold this prompt's prefix (vLLM's prefix caching)."""
-        cache = self.kv_pool.new_cache(1)
-        n = cache.reuse_prefix(0, seq.prompt)  # whole blocks, and never the last prompt token
+        n = self.pool.reuse_prefix(seq.slot, seq.prompt)  # whole blocks, and never the last prompt token
         c = self.block_counters
         if n:
-            seq.cache, seq.num_computed, seq.prefix_tokens = cache, n, n
+            seq.num_computed = seq.prefix_tokens = n
             c["prefix_hits"] += 1
             c["prefix_saved_tokens"] += n
         else:
@@ -368,30 +434,32 @@ class Engine:
             return
         hit = sc.lookup(seq.prompt, max_len=len(seq.prompt) - 1)  # keep one token: its logits start decoding
         if hit is not None:
-            n, seq.cache = hit
+            n, cache = hit
+            self.pool.write(seq.slot, cache, seq.prompt[:n])  # device to device, into the request's slot
             seq.num_computed = seq.prefix_tokens = n
         target = sc.boundary(len(seq.prompt))
         seq.snapshot_at = target if target > seq.num_computed else 0
 
-    def _snapshot_decode_rows(self) -> None:
+    def _snapshot_decode_rows(self, rows: list[Sequence]) -> None:
         """Keep each decoding row's latest block-aligned state, as a copy on the device; only the last one
         is stored, when the turn ends. Skipped while a copy of every row would not fit the local tier
         (a large batch of large states): those turns keep their prompt's snapshot only."""
         sc = self.state_cache
-        if sc is None or self.runner.cache.nbytes() > sc.local.max_bytes:
+        if sc is None:
             return
-        for i, seq in enumerate(self.runner.rows):
+        per_row = self.pool.cache.nbytes() // (self.pool.num_slots + 1) if isinstance(self.pool, StatePool) else 0
+        if per_row * len(rows) > sc.local.max_bytes:
+            return
+        for seq in rows:
             if seq.num_computed % sc.block == 0 and seq.num_computed > len(seq.prompt):
-                seq.pending_snapshot = (seq.num_computed, self.runner.cache.gather([i]))
+                seq.pending_snapshot = (seq.num_computed, self.pool.read(seq.slot))
 
     def _fail_running(self, err: BaseException) -> None:
         for seq in list(self.scheduler.running):
             seq.emit(err)
             seq.finish_reason = seq.finish_reason or "error"
             self.scheduler.finish(seq)
-            self.runner.release(seq)
-            seq.cache = None
-        self.runner.rows, self.runner.cache = [], None
+            self._free(seq)
 
     def _fail_all(self, err: BaseException) -> None:
         self._fail_running(err)

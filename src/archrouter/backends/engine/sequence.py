@@ -41,7 +41,7 @@ class Sequence:
     status: Status = Status.WAITING
     output: list[int] = field(default_factory=list)
     num_computed: int = 0  # tokens whose effect is in the cache
-    cache: Cache | None = None  # the sequence's own batch-of-one cache while it prefills
+    slot: int | None = None  # its row of the engine's state pool, from admission to finish
     reserved_tokens: int = 0  # KV budget taken at admission
     aborted: bool = False
     finish_reason: str | None = None
