@@ -34,6 +34,7 @@ from archrouter.backends.engine.scheduler import Scheduler
 from archrouter.backends.engine.sequence import Sequence, Status
 from archrouter.backends.engine.state_cache import RedisStateStore, StateCache, StateStore
 from archrouter.backends.generator import is_trained
+from archrouter.backends.grammar import new_matcher, token_table
 from archrouter.backends.paged_cache import PagedKVPool
 from archrouter.backends.protocol import (
     BackendError,
@@ -41,6 +42,7 @@ from archrouter.backends.protocol import (
     ContextLengthExceeded,
     GenerationChunk,
     GenerationRequest,
+    InvalidRequest,
 )
 from archrouter.backends.sampling import is_greedy
 from archrouter.backends.tokenizer import Tokenizer, load_tokenizer
@@ -84,6 +86,14 @@ def plain_sampling(params: object) -> bool:
             continue
         return False
     return True
+
+
+def choice_seed(seed: int, index: int) -> int:
+    """Choice `index`'s seed: the request's for the first, distinct well-mixed ones for the rest (n > 1
+    with a seed is reproducible, and its samples differ)."""
+    if index == 0:
+        return seed
+    return (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9) % (1 << 63)
 
 
 def build_state_store(config: EngineConfig) -> StateStore | None:
@@ -150,6 +160,7 @@ class Engine:
         self.counters = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "prefill_tokens": 0,
                          "steps": 0, "decode_rounds": 0, "step_errors": 0}
         self._ids = itertools.count()
+        self._vocab_bytes: list[bytes] | None = None
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, GenerationChunk]]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"engine-{info.name}", daemon=True)
@@ -177,19 +188,40 @@ class Engine:
     # ------------------------------------------------------------------ BackendClient
 
     def encode(self, request: GenerationRequest) -> list[int]:
+        """The (first) prompt as ids."""
+        return self.encode_all(request)[0]
+
+    def encode_all(self, request: GenerationRequest) -> list[list[int]]:
+        """The prompt(s) as ids: one list per prompt (a chat is one prompt)."""
         if request.messages is not None:
-            return self.tokenizer.apply_chat_template(request.messages)
-        return self.tokenizer.encode(request.prompt or "", add_bos=True)
+            return [self.tokenizer.apply_chat_template(request.messages)]
+        prompts = request.prompt if isinstance(request.prompt, list) else [request.prompt or ""]
+        return [self.tokenizer.encode(p, add_bos=True) for p in prompts]
+
+    def vocab_bytes(self) -> list[bytes]:
+        if self._vocab_bytes is None:
+            self._vocab_bytes = token_table(self.tokenizer)
+        return self._vocab_bytes
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        size = len(request.prompt or "") + sum(len(m.get("content") or "") for m in request.messages or [])
+        prompts = request.prompt if isinstance(request.prompt, list) else [request.prompt or ""]
+        size = sum(len(p) for p in prompts) + sum(len(m.get("content") or "") for m in request.messages or [])
         # a long text is tokenized off the event loop, which keeps streaming everyone else's tokens
-        ids = await asyncio.to_thread(self.encode, request) if size > 20_000 else self.encode(request)
+        all_ids = await asyncio.to_thread(self.encode_all, request) if size > 20_000 else self.encode_all(request)
         sp = request.sampling
-        if len(ids) + sp.max_tokens > self.info.context_length:
-            raise ContextLengthExceeded(len(ids) + sp.max_tokens, self.info.context_length, self.info.name)
+        for ids in all_ids:
+            if len(ids) + sp.max_tokens > self.info.context_length:
+                raise ContextLengthExceeded(len(ids) + sp.max_tokens, self.info.context_length, self.info.name)
         if self._stop.is_set():
             raise BackendError(f"backend {self.info.name!r} is shut down")
+        if sp.logit_bias and (bad := sorted(t for t in sp.logit_bias if not 0 <= t < self.tokenizer.vocab_size)):
+            raise InvalidRequest(f"logit_bias names token ids {bad[:5]} outside backend {self.info.name!r}'s "
+                                 f"vocabulary of {self.tokenizer.vocab_size}", param="logit_bias")
+        if sp.grammar is not None:  # compiled off the event loop (a large schema can take a while)
+            try:
+                await asyncio.to_thread(new_matcher, self.tokenizer, sp.grammar)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc), param="response_format") from None
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
 
@@ -197,25 +229,52 @@ class Engine:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        gen = None  # unseeded rows draw from the default generator, all of them in one call a step
-        if sp.seed is not None and not is_greedy(sp):
-            gen = torch.Generator(device=self.runner.device).manual_seed(sp.seed)
-        seq = Sequence(next(self._ids), request.request_id, ids, sp, gen, self.tokenizer.decoder(),
-                       set(self.tokenizer.eos_ids), emit, loop=loop, queue=queue)
-        self.scheduler.add(seq)  # BackendOverloaded when the waiting queue is full
-        self.counters["requests"] += 1
-        self.counters["prompt_tokens"] += len(ids)
+        n = max(1, sp.n)
+        if n > self.config.max_num_seqs:
+            raise InvalidRequest(f"n={n} is more than backend {self.info.name!r} runs at once "
+                                 f"({self.config.max_num_seqs} sequences)", param="n")
+        vocab_bytes = self.vocab_bytes() if sp.logprobs is not None else None
+        parents: list[Sequence] = []
+        everyone: list[Sequence] = []
+        for p, ids in enumerate(all_ids):
+            family: list[Sequence] = []
+            for j in range(n):
+                gen = None  # unseeded rows draw from the default generator, all of them in one call a step
+                if sp.seed is not None and not is_greedy(sp):
+                    gen = torch.Generator(device=self.runner.device).manual_seed(choice_seed(sp.seed, p * n + j))
+                seq = Sequence(next(self._ids), request.request_id, ids, sp, gen, self.tokenizer.decoder(),
+                               set(self.tokenizer.eos_ids), emit, loop=loop, queue=queue, index=p * n + j,
+                               vocab_bytes=vocab_bytes)
+                if sp.grammar is not None:
+                    seq.matcher = new_matcher(self.tokenizer, sp.grammar)
+                family.append(seq)
+            family[0].forks = family[1:]
+            for child in family[1:]:
+                child.parent = family[0]
+            parents.append(family[0])
+            everyone += family
         try:
-            while True:
+            for seq in parents:
+                self.scheduler.add(seq)  # BackendOverloaded when the waiting queue is full
+        except BaseException:
+            for seq in parents:
+                self.scheduler.abort(seq)
+            raise
+        self.counters["requests"] += 1
+        self.counters["prompt_tokens"] += sum(len(ids) for ids in all_ids)
+        left = len(everyone)
+        try:
+            while left:
                 item = await queue.get()
                 if isinstance(item, BaseException):
                     raise item
                 yield item
                 if item.finish_reason:
-                    return
+                    left -= 1
         finally:
-            if seq.finish_reason is None:  # client gone (or the stream failed): free the slot at the next step
-                self.scheduler.abort(seq)
+            for seq in everyone:
+                if seq.finish_reason is None:  # client gone (or the stream failed): free it at the next step
+                    self.scheduler.abort(seq)
 
     async def ready(self) -> bool:
         return self._thread.is_alive() and not self._stop.is_set()
@@ -297,6 +356,9 @@ class Engine:
             self.counters["prefill_tokens"] += n
             if self.state_cache and seq.snapshot_at and seq.num_computed == seq.snapshot_at:
                 self.state_cache.store(seq.prompt, seq.snapshot_at, pool.read(seq.slot))  # a device copy
+        for seq, _ in sampled:
+            if seq.parent is not None and seq.status is Status.PREFILL:
+                sched.attach(seq)  # a fork of n > 1 joins the batch beside its parent
         for seq, token in sampled:
             if seq.status is Status.PREFILL:
                 seq.status = Status.DECODE
@@ -348,7 +410,9 @@ class Engine:
             seq.emit(chunk)
 
     def _free(self, seq: Sequence) -> None:
-        """Give the sequence's slot back (its state or KV blocks are free for the next admission)."""
+        """Give the sequence's slot back (its state or KV blocks are free for the next admission), and its
+        sampling state (penalty counts, grammar matcher)."""
+        self.runner.release(seq)
         if seq.slot is not None:
             self.pool.release(seq.slot)
             seq.slot = None

@@ -21,8 +21,9 @@ import torch
 from archrouter.backends.base import PackedBatch
 from archrouter.backends.engine.graphs import DecodeGraphs
 from archrouter.backends.engine.pools import KVSlots, StatePool
-from archrouter.backends.engine.sequence import Sequence
-from archrouter.backends.sampling import sample_batch
+from archrouter.backends.engine.sequence import Sequence, Status
+from archrouter.backends.grammar import fill_bitmask
+from archrouter.backends.sampling import Sampled, TokenCounts, has_penalty, sample_rows
 
 Pool = StatePool | KVSlots
 
@@ -44,6 +45,7 @@ class ModelRunner:
         # kernels loop over packed sequences one by one, so there chunks of equal length run as one dense
         # forward over their slots instead (still no gather, no padding)
         self.packed = packed if packed is not None else self.device.type == "cuda"
+        self.counts = TokenCounts(vocab_size, self.device)  # penalties' token counts (allocated on first use)
 
     # ------------------------------------------------------------------ host <-> device
 
@@ -55,7 +57,7 @@ class ModelRunner:
         return t.to(self.device)
 
     def to_host(self, t: torch.Tensor) -> list:
-        """The step's one device->host read: sampled ids back to Python."""
+        """The step's one device->host read: sampled ids (and logprobs, when asked for) back to Python."""
         self.syncs += 1
         return t.tolist()
 
@@ -87,12 +89,44 @@ class ModelRunner:
         if not sampled:
             return []
         all_logits = logits[0] if len(logits) == 1 else torch.cat(logits)
+        if any(s.forks for s in sampled):
+            all_logits, sampled = self._fork_children(all_logits, sampled)
         only_decode = bool(decode) and len(sampled) == len(decode)
-        tokens = self._sample(all_logits, sampled, self._slots if only_decode else None)
-        host = self.to_host(tokens)
+        out = self._sample_full(all_logits, sampled, self._slots if only_decode else None)
+        rows = Sampled.unpack(self.to_host(out.packed()))
+        host = [t for t, _, _ in rows]
+        for s, (_, lp, top) in zip(sampled, rows, strict=True):
+            if s.params.logprobs is not None:
+                s.pending_logprobs = (lp, top)
         if decode:
             self._fill_tokens(decode, [[t] for t in host[: len(decode)]])
         return list(zip(sampled, host, strict=True))
+
+    def _fork_children(self, logits: torch.Tensor, seqs: list[Sequence]) -> tuple[torch.Tensor, list[Sequence]]:
+        """n > 1: each sample after the first gets a slot and starts from its prompt's state (a copied
+        recurrent state, or the prompt's KV blocks shared copy-on-write) and the same last logits, so one
+        prefill serves all n. They join the decode batch at the next step."""
+        rows: list[int] = []
+        out: list[Sequence] = []
+        for i, s in enumerate(seqs):
+            rows.append(i)
+            out.append(s)
+            for child in s.forks:
+                if child.aborted:
+                    continue
+                child.slot = self.pool.alloc()
+                self.fork(s, child)
+                child.status = Status.PREFILL
+                rows.append(i)
+                out.append(child)
+            s.forks = []
+        return logits.index_select(0, self.index(rows)), out
+
+    def release(self, seq: Sequence) -> None:
+        """A finished sequence gives back its sampling state (penalty counts, grammar matcher)."""
+        self.counts.release(seq.count_slot)
+        seq.count_slot = 0
+        seq.matcher = None
 
     def decode_round(self, decode: list[Sequence], steps: int,
                      after_step: Callable[[int], None] | None = None) -> list[list[int]]:  # fmt: skip
@@ -111,11 +145,30 @@ class ModelRunner:
     # ------------------------------------------------------------------ internals
 
     def _sample(self, logits: torch.Tensor, seqs: list[Sequence], slots: torch.Tensor | None = None) -> torch.Tensor:
-        """Every row with its own parameters and generator, in one batched call; the tokens go into
-        `last_token` on the device (the next decode step's inputs). `slots`: the rows' slots, on the device."""
-        tokens = sample_batch(logits[:, : self.vocab_size], [s.params for s in seqs], [s.generator for s in seqs])
-        self.last_token.index_copy_(0, slots if slots is not None else self.index([s.slot for s in seqs]), tokens)
-        return tokens
+        return self._sample_full(logits, seqs, slots).tokens
+
+    def _sample_full(self, logits: torch.Tensor, seqs: list[Sequence], slots: torch.Tensor | None = None) -> Sampled:
+        """Every row with its own parameters, generator, penalties and grammar, in one batched call; the
+        tokens go into `last_token` on the device (the next decode step's inputs), penalised rows' counts
+        are bumped there too. `slots`: the rows' slots, on the device. Logprobs stay on the device for the
+        step's one read-back."""
+        params = [s.params for s in seqs]
+        extra: dict[str, torch.Tensor] = {}
+        count_slots = None
+        if any(has_penalty(p) for p in params):
+            for s in seqs:
+                if not s.count_slot and has_penalty(s.params):
+                    s.count_slot = self.counts.alloc(s.prompt if s.params.repetition_penalty != 1.0 else [])
+            count_slots = self.index([s.count_slot for s in seqs])
+            extra["counts"], extra["prompt_seen"] = self.counts.rows(count_slots)
+        if any(s.matcher is not None for s in seqs):
+            eos = min(min(s.eos_ids) for s in seqs if s.matcher is not None)
+            extra["bitmask"] = fill_bitmask([s.matcher for s in seqs], self.vocab_size, eos, pin=self._pin)
+        out = sample_rows(logits[:, : self.vocab_size], params, [s.generator for s in seqs], **extra)
+        if count_slots is not None:
+            self.counts.add(count_slots, out.tokens)
+        self.last_token.index_copy_(0, slots if slots is not None else self.index([s.slot for s in seqs]), out.tokens)
+        return out
 
     def _decode_forward(self, decode: list[Sequence]) -> torch.Tensor:
         host_slots = [s.slot for s in decode]
