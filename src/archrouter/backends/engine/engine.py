@@ -432,13 +432,18 @@ class Engine:
         sc = self.state_cache
         if sc is None:
             return
-        hit = sc.lookup(seq.prompt, max_len=len(seq.prompt) - 1)  # keep one token: its logits start decoding
+        # keep one token: its logits start decoding. The hit is copied into the slot, device to device
+        hit = sc.lookup(seq.prompt, max_len=len(seq.prompt) - 1, private=False)
         if hit is not None:
             n, cache = hit
-            self.pool.write(seq.slot, cache, seq.prompt[:n])  # device to device, into the request's slot
+            self.pool.write(seq.slot, cache, seq.prompt[:n])
             seq.num_computed = seq.prefix_tokens = n
+        # a snapshot at the prompt's last block boundary costs the prefill one more forward (it must stop
+        # there); worth it only when it saves a later turn more than that: a short tail past the restored
+        # prefix is re-prefilled next turn within the same single forward instead
         target = sc.boundary(len(seq.prompt))
-        seq.snapshot_at = target if target > seq.num_computed else 0
+        worth = target - seq.num_computed >= self.config.state_cache_min_tokens
+        seq.snapshot_at = target if target > seq.num_computed and worth else 0
 
     def _snapshot_decode_rows(self, rows: list[Sequence]) -> None:
         """Keep each decoding row's latest block-aligned state, as a copy on the device; only the last one
