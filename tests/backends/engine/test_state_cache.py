@@ -15,9 +15,9 @@ import torch
 from archrouter.backends.base import Cache
 from archrouter.backends.engine import MemoryStateStore, RedisStateStore, StateCache
 from tests.backends.engine.conftest import FAMILY_PARAMS, RECURRENT_PARAMS, make_engine, request, run, settled
+from tests.conftest import REDIS_URL
 
 RECURRENT = RECURRENT_PARAMS
-from tests.conftest import REDIS_URL
 
 DOC = "The ledger moves: alice pays bob 3, bob pays carol 2, carol pays alice 1. " * 4
 QUESTIONS = ["Who pays bob?", "How much does carol pay?", "And alice?"]
