@@ -14,7 +14,8 @@ sequences), `logprobs` (top 5), `penalties` (presence + frequency + repetition),
 and the ratio variant / plain (1.0 = free).
 
 Part 2 (sampler), the batched sampling call alone, [B, vocab] logits, per variant, ours with the
-feature / ours without it (median of timed repeats).
+feature / ours without it (median of timed repeats), and the plain call against the bare draw that
+was the whole sampler before these features (`draw only (anchor)`): what the features cost unused.
 
 Results go to --out (default $OUT or ./bench-out) as bench_sampling_features.{json,txt} with the device,
 versions, command and commit.
@@ -43,7 +44,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # runs from a checkout without an
 from archrouter.backends.engine import Engine, EngineConfig  # noqa: E402
 from archrouter.backends.families import FAMILIES, init_random  # noqa: E402
 from archrouter.backends.protocol import GenerationRequest, SamplingParams  # noqa: E402
-from archrouter.backends.sampling import TokenCounts, sample_rows  # noqa: E402
+from archrouter.backends.sampling import TokenCounts, _draw, sample_rows  # noqa: E402
 
 WORDS = "the ledger moves alice pays bob three then carol reads the log and swaps cup one with cup two".split()
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 40},
@@ -145,15 +146,23 @@ def bench_sampler(args) -> list[dict]:
             "min_p+top_k": ([SamplingParams(temperature=1.0, min_p=0.05, top_k=20)] * b, {}),
         }
         times = {}
+        # the anchor: the bare draw (temperature, top-k/p, the race), i.e. the sampler before these features
+        plain_params = cases["plain"][0]
+        cases = {"draw only (anchor)": (plain_params, None), **cases}
         for name, (params, kw) in cases.items():
+            def call(params=params, kw=kw, logits=logits, gens=gens):  # noqa: ANN202
+                if kw is None:
+                    return _draw(logits, params, gens).tolist()
+                return sample_rows(logits, params, gens, **kw).packed().tolist()
+
             for _ in range(3):
-                sample_rows(logits, params, gens, **kw).packed()
+                call()
             ts = []
             for _ in range(args.sampler_repeats):
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                sample_rows(logits, params, gens, **kw).packed().tolist()
+                call()
                 ts.append(time.perf_counter() - t0)
             times[name] = statistics.median(ts)
         for name, t in times.items():
@@ -195,7 +204,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     result = {**header(args), "engine": [], "sampler": []}
     lines = [f"# {k}: {v}" for k, v in header(args).items()]
-    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+    with tempfile.TemporaryDirectory() as tmp:
         for fam in args.families:
             rows = asyncio.run(bench_engine(fam, args, Path(tmp)))
             result["engine"] += rows
@@ -203,7 +212,8 @@ def main() -> None:
                 lines.append(f"{r['family']:12s} {r['variant']:12s} {r['tokens_per_s']:9.1f} tok/s  "
                              f"time x{r['ratio_vs_plain_time']:.3f} of plain")
                 print(lines[-1], flush=True)
-        result["sampler"] = bench_sampler(args)
+        with torch.inference_mode():
+            result["sampler"] = bench_sampler(args)
         for r in result["sampler"]:
             lines.append(f"sampler vocab={r['vocab']:6d} B={r['batch']} {r['variant']:14s} {r['us']:9.1f} us  "
                          f"x{r['ratio_vs_plain']:.3f} of plain")

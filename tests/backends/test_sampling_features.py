@@ -145,7 +145,7 @@ def test_grammar_over_every_tokenizer_gives_valid_json(tmp_path):
         assert b"".join(table[i] for i in tok.encode(text)) == text.encode(), name
         eos = min(tok.eos_ids)
         g = torch.Generator().manual_seed(3)
-        for trial in range(4):
+        for _ in range(4):
             m = new_matcher(tok, grammar)
             out: list[int] = []
             for _ in range(80):

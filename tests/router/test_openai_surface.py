@@ -22,6 +22,7 @@ MODELS = ROOT / "models"
 FAMILIES = list(_FAMILIES)
 CHAT = [{"role": "user", "content": "Count: one two three four"}]
 PROMPT = "The ledger moves: alice pays bob 3, bob pays carol 2."
+KEYS = ["ar-surface0-main", "ar-surface1-one", "ar-surface2-four"]  # the client's, then two fresh buckets
 
 
 class Records(list):
@@ -41,7 +42,7 @@ def live():
         policy.write_text(f"name: surface\nclassifier: {CLASSIFIER}\nbackends:\n" + "\n".join(entries)
                           + f"\nrules: []\ndefault: {{route: {FAMILIES[0]}}}\n")
         settings = Settings(port=free_port(), policy=str(policy), log_format="json", watch_policy=False,
-                            redis_url=None)
+                            redis_url=None, api_keys=",".join(KEYS))
         with LiveServer(settings) as srv:
             srv.records = Records()
             srv.router.decisions.listeners.append(srv.records)
@@ -50,7 +51,7 @@ def live():
 
 @pytest.fixture(scope="module")
 def client(live):
-    return openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=live.url + "/v1", api_key=KEYS[0], max_retries=0, timeout=120)
 
 
 def _stream_chat(client, **kw):
@@ -110,6 +111,17 @@ def test_n_greedy_identical_and_seeded_reproducible(client, live, family):
     # completions: n choices too
     comp = client.completions.create(model=family, prompt=PROMPT, n=2, temperature=0, max_tokens=6)
     assert [c.index for c in comp.choices] == [0, 1] and comp.choices[0].text == comp.choices[1].text
+
+
+def test_rate_limit_charges_every_choice(live):
+    def remaining(key: str, **kw) -> int:
+        c = openai.OpenAI(base_url=live.url + "/v1", api_key=key, max_retries=0)
+        raw = c.completions.with_raw_response.create(model="transformer", prompt=PROMPT, max_tokens=10,
+                                                     temperature=0, **kw)
+        return int(raw.headers["x-ratelimit-remaining-tokens"])
+
+    # two fresh buckets, the same prompt: n=4 is charged three more choices of max_tokens up front
+    assert remaining(KEYS[1]) - remaining(KEYS[2], n=4) == 3 * 10
 
 
 def test_n_forks_one_prefill(live, client):
