@@ -22,8 +22,9 @@ PROMPTS = [
 ]
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["dense-prefill", "packed-prefill"])
 @pytest.mark.parametrize("family", FAMILY_PARAMS)
-async def test_greedy_and_seeded_outputs_alone_equal_busy_batch(checkpoints, family):
+async def test_greedy_and_seeded_outputs_alone_equal_busy_batch(checkpoints, family, packed):
     # the reference: each request alone through the simple Generator
     gen = make_generator(checkpoints, family)
     reqs = [request(p, rid=f"g{i}", max_tokens=8 + 3 * (i % 4)) for i, p in enumerate(PROMPTS)]
@@ -31,7 +32,8 @@ async def test_greedy_and_seeded_outputs_alone_equal_busy_batch(checkpoints, fam
              for i, p in enumerate(PROMPTS[:3])]
     alone = [await run(gen, r) for r in reqs]
     # busy: all at once, fewer seats than requests (joins and leaves mid-flight), chunked prefill
-    engine = make_engine(checkpoints, family, max_num_seqs=5, max_num_batched_tokens=48)
+    engine = make_engine(checkpoints, family, max_num_seqs=5, max_num_batched_tokens=48, packed_prefill=packed,
+                         decode_steps=3)  # fmt: skip
     try:
         busy = await asyncio.gather(*(run(engine, r) for r in reqs))
         assert [b[0] for b in busy] == [a[0] for a in alone]

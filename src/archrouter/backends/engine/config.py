@@ -42,6 +42,10 @@ class EngineConfig(BaseSettings):
     # paged decode too; CUDA only: elsewhere ignored; a capture failure falls back to eager)
     cuda_graphs: bool = True
     cuda_graph_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128])
+    # all prompt chunks of a step in one packed variable-length forward; None: on CUDA (the Triton kernels
+    # take cumulative offsets), off on the CPU, whose reference kernels loop over packed sequences one by one
+    # (there, chunks of equal length share a dense forward over their slots)
+    packed_prefill: bool | None = None
     # decode steps run back to back on the device before the host reads their tokens, while no prompt waits
     # (tokens past a stop are dropped); None: 4 on CUDA, 1 elsewhere
     decode_steps: int | None = Field(None, gt=0)

@@ -133,7 +133,7 @@ class Engine:
         else:
             pool = StatePool(model, self.config.max_num_seqs)
         self.pool = pool
-        self.runner = ModelRunner(pool, tokenizer.vocab_size)
+        self.runner = ModelRunner(pool, tokenizer.vocab_size, packed=self.config.packed_prefill)
         if self.config.cuda_graphs and device.type == "cuda":
             sizes = [s for s in self.config.cuda_graph_sizes if s <= self.config.max_num_seqs]
             self.runner.graphs = DecodeGraphs(pool, self.runner.last_token, sizes or [self.config.max_num_seqs],

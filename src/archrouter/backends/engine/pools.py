@@ -101,6 +101,11 @@ class StatePool(_Slots):
     def prefill(self, ids: torch.Tensor, batch: PackedBatch, host_ids: list[int]) -> torch.Tensor:
         return self.model.forward_packed(ids, self.cache, batch)
 
+    def prefill_dense(self, ids: torch.Tensor, slots: torch.Tensor, host: list[list[int]], host_slots: list[int]
+                      ) -> torch.Tensor:  # fmt: skip
+        logits, _ = self.model(ids, self.cache, slots=slots)
+        return logits[:, -1]
+
 
 class KVSlots(_Slots):
     """The Transformer's slots: rows of block tables over a paged KV pool."""
@@ -205,6 +210,13 @@ class KVSlots(_Slots):
         view = self.view(batch.slot_list)
         view.will_feed([host_ids])
         return self.model.forward_packed(ids, view, batch)
+
+    def prefill_dense(self, ids: torch.Tensor, slots: torch.Tensor, host: list[list[int]], host_slots: list[int]
+                      ) -> torch.Tensor:  # fmt: skip
+        view = self.view(host_slots)
+        view.will_feed(host)
+        logits, _ = self.model(ids, view)
+        return logits[:, -1]
 
     def fill_tokens(self, slot: int, tokens: list[int]) -> None:
         self.view([slot]).fill_tokens(0, tokens)

@@ -29,7 +29,8 @@ Pool = StatePool | KVSlots
 
 
 class ModelRunner:
-    def __init__(self, pool: Pool, vocab_size: int, *, graphs: DecodeGraphs | None = None):
+    def __init__(self, pool: Pool, vocab_size: int, *, graphs: DecodeGraphs | None = None,
+                 packed: bool | None = None):  # fmt: skip
         self.pool = pool
         self.model = pool.model
         self.graphs = graphs  # captured decode steps per batch bucket (None: always eager)
@@ -40,6 +41,10 @@ class ModelRunner:
         self.syncs = 0  # device->host reads by the runner (one a step or a decode round)
         self._slots: torch.Tensor | None = None  # the last decode step's slots, on the device
         self._pin = self.device.type == "cuda"
+        # one packed forward for all prompt chunks (the Triton kernels take cu_seqlens); the CPU reference
+        # kernels loop over packed sequences one by one, so there chunks of equal length run as one dense
+        # forward over their slots instead (still no gather, no padding)
+        self.packed = packed if packed is not None else self.device.type == "cuda"
         self.counts = TokenCounts(vocab_size, self.device)  # penalties' token counts (allocated on first use)
 
     # ------------------------------------------------------------------ host <-> device
@@ -179,18 +184,35 @@ class ModelRunner:
         return last
 
     def _prefill_forward(self, chunks: list[tuple[Sequence, int]]) -> tuple[torch.Tensor, list[Sequence]]:
-        """Every prompt chunk in one packed forward; the last logits of the prompts completed here."""
-        flat: list[int] = []
-        for seq, n in chunks:
-            flat += seq.to_feed(n)
-        batch = PackedBatch.build([n for _, n in chunks], [s.slot for s, _ in chunks], self.device)
-        last = self.pool.prefill(self.index(flat), batch, flat)
+        """Every prompt chunk in one packed forward (or one dense forward per chunk length, `packed` off);
+        the last logits of the prompts completed here, in chunk order."""
+        if self.packed:
+            flat: list[int] = []
+            for seq, n in chunks:
+                flat += seq.to_feed(n)
+            batch = PackedBatch.build([n for _, n in chunks], [s.slot for s, _ in chunks], self.device)
+            last = self.pool.prefill(self.index(flat), batch, flat)
+            order = list(range(len(chunks)))
+        else:
+            groups: dict[int, list[int]] = {}
+            for i, (_, n) in enumerate(chunks):
+                groups.setdefault(n, []).append(i)
+            parts, order = [], []
+            for n, rows in groups.items():
+                host = [chunks[i][0].to_feed(n) for i in rows]
+                host_slots = [chunks[i][0].slot for i in rows]
+                ids = self.index(host).view(len(rows), n)
+                parts.append(self.pool.prefill_dense(ids, self.index(host_slots), host, host_slots))
+                order += rows
+            last = parts[0] if len(parts) == 1 else torch.cat(parts)
         for seq, n in chunks:
             seq.num_computed += n
-        rows = [i for i, (s, _) in enumerate(chunks) if s.prefill_left == 0]
-        done = [chunks[i][0] for i in rows]
-        if rows and len(rows) < len(chunks):
-            last = last.index_select(0, self.index(rows))
+        done_rows = [i for i, (s, _) in enumerate(chunks) if s.prefill_left == 0]
+        done = [chunks[i][0] for i in done_rows]
+        at = {row: j for j, row in enumerate(order)}
+        picks = [at[i] for i in done_rows]
+        if done and picks != list(range(len(order))):
+            last = last.index_select(0, self.index(picks))
         return last.float(), done
 
     def _fill_tokens(self, decode: list[Sequence], tokens: list[list[int]]) -> None:
