@@ -162,3 +162,24 @@ def test_grammar_over_every_tokenizer_gives_valid_json(tmp_path):
             jsonschema.validate(answer, SCHEMA)
     with pytest.raises(ValueError, match="grammar"):
         new_matcher(ByteTokenizer(), "start: (")
+
+
+def test_batched_masks_equal_one_at_a_time():
+    from llguidance import LLMatcher
+
+    tok = ByteTokenizer()
+    grammar = LLMatcher.grammar_from_json_schema(json.dumps(SCHEMA), defaults={"whitespace_flexible": False})
+    ms = [new_matcher(tok, grammar) for _ in range(4)]
+    for m, prefix in zip(ms, [b"", b'{"id":1', b'{"id":12,"tag":"red","note":"', b'{"id":3,"tag":"green","note":""}'],
+                         strict=True):
+        for b in prefix:
+            assert m.consume_token(b)
+    rows = [None, *ms]
+    batched = fill_bitmask(rows, tok.vocab_size, ByteTokenizer.EOS, pin=False)
+    for i, m in enumerate(rows):
+        alone = fill_bitmask([m], tok.vocab_size, ByteTokenizer.EOS, pin=False)
+        assert torch.equal(batched[i], alone[0])
+    allowed = apply_bitmask(torch.zeros(5, tok.vocab_size), batched).isfinite()
+    assert allowed[0].all()
+    assert allowed[4].nonzero().flatten().tolist() == [ByteTokenizer.EOS]  # complete: only the end
+    assert allowed[2, ord(",")] and allowed[2, ord("5")] and not allowed[2, ord("a")]
