@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from archrouter.backends.families import FAMILIES as _FAMILIES
+from archrouter.router.dashboard.live import row as dashboard_row
 from archrouter.router.settings import Settings
 from tests.conftest import CLASSIFIER, ROOT
 from tests.router.conftest import LiveServer, free_port
@@ -22,6 +23,7 @@ MODELS = ROOT / "models"
 FAMILIES = list(_FAMILIES)
 CHAT = [{"role": "user", "content": "Count: one two three four"}]
 PROMPT = "The ledger moves: alice pays bob 3, bob pays carol 2."
+KEYS = ["ar-surface0-main", "ar-surface1-one", "ar-surface2-four"]  # the client's, then two fresh buckets
 
 
 class Records(list):
@@ -41,7 +43,7 @@ def live():
         policy.write_text(f"name: surface\nclassifier: {CLASSIFIER}\nbackends:\n" + "\n".join(entries)
                           + f"\nrules: []\ndefault: {{route: {FAMILIES[0]}}}\n")
         settings = Settings(port=free_port(), policy=str(policy), log_format="json", watch_policy=False,
-                            redis_url=None)
+                            redis_url=None, api_keys=",".join(KEYS))
         with LiveServer(settings) as srv:
             srv.records = Records()
             srv.router.decisions.listeners.append(srv.records)
@@ -50,7 +52,7 @@ def live():
 
 @pytest.fixture(scope="module")
 def client(live):
-    return openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=live.url + "/v1", api_key=KEYS[0], max_retries=0, timeout=120)
 
 
 def _stream_chat(client, **kw):
@@ -107,9 +109,22 @@ def test_n_greedy_identical_and_seeded_reproducible(client, live, family):
     assert [streamed[i][0] for i in range(3)] == a and usage.completion_tokens >= 3
     rec = [r for r in live.records if r.get("n") == 3 and r.get("backend") == family][-1]
     assert rec["choices"] == 3 and rec["tokens_charged"] >= 3 * 12
+    assert rec["completion_tokens"] == usage.completion_tokens  # the same seeded choices, streamed or not
+    assert dashboard_row(rec, 0.0)["choices"] == 3
     # completions: n choices too
     comp = client.completions.create(model=family, prompt=PROMPT, n=2, temperature=0, max_tokens=6)
     assert [c.index for c in comp.choices] == [0, 1] and comp.choices[0].text == comp.choices[1].text
+
+
+def test_rate_limit_charges_every_choice(live):
+    def remaining(key: str, **kw) -> int:
+        c = openai.OpenAI(base_url=live.url + "/v1", api_key=key, max_retries=0)
+        raw = c.completions.with_raw_response.create(model="transformer", prompt=PROMPT, max_tokens=10,
+                                                     temperature=0, **kw)
+        return int(raw.headers["x-ratelimit-remaining-tokens"])
+
+    # two fresh buckets, the same prompt: n=4 is charged three more choices of max_tokens up front
+    assert remaining(KEYS[1]) - remaining(KEYS[2], n=4) == 3 * 10
 
 
 def test_n_forks_one_prefill(live, client):
@@ -254,6 +269,26 @@ def test_json_schema_answers_validate(client, family):
                           response_format={"type": "json_object"}, seed=2)
     if obj[0][1] == "stop":  # any object: unbounded, so it may run past max_tokens (then finish_reason says so)
         assert isinstance(json.loads(obj[0][0]), dict)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_streamed_completions_equal_whole_ones(client, live, family):
+    """Every feature streamed through /v1/completions gives what the whole answer gives (chat: above)."""
+    no_end = {str(t): -100 for t in live.router.pool.clients[family].tokenizer.eos_ids}
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
+    cases = [{"n": 2}, {"frequency_penalty": 1.5, "presence_penalty": 0.5, "logit_bias": no_end},
+             {"logit_bias": {str(ord("q")): 100}}, {"extra_body": {"response_format": fmt}, "max_tokens": 96},
+             {"extra_body": {"top_k": 3, "min_p": 0.1, "repetition_penalty": 1.5}, "temperature": 0.8, "seed": 5},
+             {"prompt": ["one", "two two"], "n": 2, "logprobs": 2}]
+    for case in cases:
+        kw = {"model": family, "prompt": PROMPT, "max_tokens": 12, "temperature": 0, **case}
+        whole = client.completions.create(**kw)
+        streamed, usage = _stream_completion(client, **kw)
+        assert sorted(streamed) == [c.index for c in whole.choices]
+        assert [streamed[c.index][0] for c in whole.choices] == [c.text for c in whole.choices], case
+        assert [streamed[c.index][1] for c in whole.choices] == [c.finish_reason for c in whole.choices]
+        assert usage.completion_tokens == whole.usage.completion_tokens
+        assert usage.prompt_tokens == whole.usage.prompt_tokens
 
 
 def test_bad_schema_and_unsupported_fields_are_400s(client):
