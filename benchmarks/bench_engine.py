@@ -323,6 +323,11 @@ async def bench_batching(backend: Backend, args, budget: Budget, emit) -> list[d
                 print(f"  {family:12s} {n:4d} streams: cut (time budget)", flush=True)
                 break
             e_ids = e.pop("ids")
+            if args.alone_check:  # a few of these prompts alone through the same engine: same greedy tokens?
+                k = min(n, args.alone_check)
+                alone = [(await bounded(burst(engine, [p], args.max_tokens), budget, until))["ids"][0]
+                         for p in prompts[:k]]  # fmt: skip
+                row["greedy_alone_same"] = sum(a == b for a, b in zip(alone, e_ids[:k], strict=True)) / k
             # greedy parity: fp32 on CPU matches exactly; bf16 on GPU may drift where a batched matmul
             # rounds differently from a single row's (reported, not asserted)
             row["greedy_identical"] = (sum(a == b for a, b in zip(e_ids, s.pop("ids"), strict=True)) / n
@@ -497,13 +502,16 @@ def table(results: dict) -> str:
     if anchored:
         lines += ["", "engine vs what a user would run instead (HF transformers on the same checkpoint and prompts) "
                   "and vs the family's own graph-captured decode loop (ceiling); output tok/s (engine / it)",
-                  "family       streams  engine tok/s | HF generate()       | HF generate_batch() | ceiling"]
+                  "family       streams  engine tok/s | HF generate()       | HF generate_batch() | ceiling"
+                  "              | greedy alone = in batch"]
         for r in anchored:
             def cell(key: str, r: dict = r) -> str:
                 v, x = r[key], r[f"x_{key}"]
                 return f"{v:9.1f} (x{x:6.2f})" if isinstance(v, float) else f"{str(v)[:19]:>19s}"
+            same = r.get("greedy_alone_same")
             lines.append(f"{r['family']:12s} {r['streams']:7d}  {r['engine']['tok_per_s']:12.1f} | "
-                         f"{cell('hf_generate')} | {cell('hf_generate_batch')} | {cell('ceiling')}")
+                         f"{cell('hf_generate')} | {cell('hf_generate_batch')} | {cell('ceiling')} | "
+                         + (f"{same:.0%}" if same is not None else "-"))
     lines += ["", "family       turns  doc tok  turn-N prompt  TTFT off ms  TTFT on ms  off/on  saved tok  identical"]
     for r in results["state_cache"]:
         if "cut" in r:
@@ -552,6 +560,9 @@ async def main() -> None:
                     help="skip the untimed engine run before each stream count")
     ap.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                     help="engine decode steps eager (CUDA graphs are on by default on CUDA)")
+    ap.add_argument("--alone-check", type=int, default=None,
+                    help="this many prompts of each row also run alone through the engine: share of identical "
+                         "greedy outputs (default 8 on CUDA, where bf16 may round differently in a batch; 0 on CPU)")
     ap.add_argument("--anchors", default=None, action=argparse.BooleanOptionalAction,
                     help="HF generate()/generate_batch() and the ceiling beside each engine row (default: on CUDA)")
     ap.add_argument("--smoke", action="store_true", help="tiny run on CPU to check the script")
@@ -574,6 +585,7 @@ async def main() -> None:
     args.budget_s = args.budget_s if args.budget_s is not None else (330.0 if cuda else None)
     args.context = args.doc_tokens + 1024
     args.anchors = args.anchors if args.anchors is not None else cuda
+    args.alone_check = args.alone_check if args.alone_check is not None else (8 if cuda else 0)
     if args.size == "large" and args.streams == [1, 8, 32, 128]:
         args.streams = [1, 32, 128]
     if args.threads:
