@@ -281,11 +281,15 @@ async def burst(client, prompts: list[str], max_tokens: int) -> dict:
     wall = time.perf_counter() - start
     ttft = [times[0] - t0 for t0, times, _, _ in results]
     itl = [b - a for _, times, _, _ in results for a, b in zip(times, times[1:], strict=False)]
+    # time per output token after the first, per request (decode rounds stream several tokens at once, so
+    # the gaps' median alone would understate a stream's pace)
+    tpot = [(times[-1] - times[0]) / (len(times) - 1) for _, times, _, _ in results if len(times) > 1]
     tokens = sum(n for _, _, n, _ in results)
     return {"streams": len(prompts), "tokens": tokens, "wall_s": wall, "tok_per_s": tokens / wall,
             "ids": [ids for *_, ids in results],
             "ttft_p50_ms": 1e3 * pct(ttft, 0.5), "ttft_p99_ms": 1e3 * pct(ttft, 0.99),
-            "itl_p50_ms": 1e3 * pct(itl, 0.5), "itl_p99_ms": 1e3 * pct(itl, 0.99)}
+            "itl_p50_ms": 1e3 * pct(itl, 0.5), "itl_p99_ms": 1e3 * pct(itl, 0.99),
+            "tpot_mean_ms": 1e3 * sum(tpot) / len(tpot) if tpot else float("nan")}
 
 
 async def bench_batching(backend: Backend, args, budget: Budget, emit) -> list[dict]:  # noqa: ANN001
@@ -479,7 +483,7 @@ def table(results: dict) -> str:
     lines = [f"device: {env['device']}  torch {env['torch']}  triton {env['triton']}  commit {env['commit'][:10]}",
              f"command: {env['command']}", f"elapsed: {results.get('elapsed_s', 0):.0f} s", "",
              "family       streams  engine tok/s  seq tok/s  x thru | TTFT p50/p99 ms engine   sequential"
-             "   | ITL p50/p99 ms engine  sequential | greedy same"]
+             "   | ITL p50/p99 ms engine  sequential | greedy same | TPOT ms engine"]
     for r in results["batching"]:
         if "cut" in r:
             done = f"engine {r['engine']['tok_per_s']:.1f} tok/s, then " if "engine" in r else ""
@@ -497,7 +501,8 @@ def table(results: dict) -> str:
         lines.append(f"{r['family']:12s} {r['streams']:7d}  {e['tok_per_s']:12.1f}  {seq_t} | "
                      f"{e['ttft_p50_ms']:8.1f}/{e['ttft_p99_ms']:<8.1f} {seq_ttft} | "
                      f"{e['itl_p50_ms']:6.1f}/{e['itl_p99_ms']:<6.1f} {seq_itl} | "
-                     + (f"{r['greedy_identical']:.0%}" if r["greedy_identical"] is not None else "-"))
+                     + (f"{r['greedy_identical']:.0%}" if r["greedy_identical"] is not None else "-")
+                     + f" | {e.get('tpot_mean_ms', float('nan')):.2f}")
     anchored = [r for r in results["batching"] if "ceiling" in r]
     if anchored:
         lines += ["", "engine vs what a user would run instead (HF transformers on the same checkpoint and prompts) "
