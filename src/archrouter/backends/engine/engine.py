@@ -29,7 +29,7 @@ from archrouter.backends.base import Cache, CausalLM
 from archrouter.backends.engine.config import EngineConfig
 from archrouter.backends.engine.graphs import DecodeGraphs
 from archrouter.backends.engine.pools import KVSlots, StatePool
-from archrouter.backends.engine.runner import ModelRunner
+from archrouter.backends.engine.runner import ModelRunner, Round
 from archrouter.backends.engine.scheduler import Scheduler
 from archrouter.backends.engine.sequence import Sequence, Status
 from archrouter.backends.engine.state_cache import RedisStateStore, StateCache, StateStore
@@ -158,8 +158,9 @@ class Engine:
             self.state_cache = StateCache(store, namespace, block=self.config.state_cache_block, restore=restore,
                                           local_bytes=self.config.state_cache_local_bytes)
         self.counters = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "prefill_tokens": 0,
-                         "steps": 0, "decode_rounds": 0, "step_errors": 0}
+                         "steps": 0, "decode_rounds": 0, "decode_rounds_ahead": 0, "step_errors": 0}
         self._ids = itertools.count()
+        self._inflight: Round | None = None  # a decode round queued on the device, its tokens not read yet
         self._vocab_bytes: list[bytes] | None = None
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, GenerationChunk]]] = {}
         self._stop = threading.Event()
@@ -318,6 +319,7 @@ class Engine:
                 try:
                     busy = self._step()
                 except Exception as exc:  # a failed step fails its requests, never the engine
+                    self._inflight = None
                     self._flush()  # tokens streamed before the failure arrive before the error
                     log.exception("engine_step_failed", backend=self.info.name)
                     self.counters["step_errors"] += 1
@@ -328,6 +330,8 @@ class Engine:
         self._fail_all(BackendError(f"backend {self.info.name!r} shut down"))
 
     def _step(self) -> bool:
+        if self._inflight is not None:  # a decode round runs on the device: read it (launching the next first)
+            return self._drain_round()
         sched, runner, pool = self.scheduler, self.runner, self.pool
         for seq, err in sched.expire():
             seq.emit(err)
@@ -346,7 +350,7 @@ class Engine:
         if plan.decode and not plan.prefill and not sched.waiting and self.decode_steps > 1:
             steps = min(self.decode_steps, *(s.params.max_tokens - len(s.output) for s in plan.decode))
             if steps > 1 and all(plain_sampling(s.params) for s in plan.decode):
-                self._decode_round(plan.decode, steps)
+                self._inflight = self._launch_round(plan.decode, steps)
                 return True
         # one decode forward, one packed prompt forward, one sampling call and one read-back for all of them
         sampled = runner.step(plan.decode, plan.prefill)
@@ -366,18 +370,36 @@ class Engine:
         self._flush()
         return True
 
-    def _decode_round(self, rows: list[Sequence], steps: int) -> None:
+    def _launch_round(self, rows: list[Sequence], steps: int) -> Round:
         """`steps` decode steps queued back to back with one read-back (no prompt is waiting for a turn):
         tokens past a row's end (a stop, an EOS) are computed and dropped, as vLLM's multi-step does."""
         self.counters["steps"] += steps - 1
         self.counters["decode_rounds"] += 1
-        per_row = self.runner.decode_round(rows, steps, lambda j: self._snapshot_decode_rows(rows))
-        for seq, tokens in zip(rows, per_row, strict=True):
+        return self.runner.launch_round(rows, steps, lambda j: self._snapshot_decode_rows(rows))
+
+    def _drain_round(self) -> bool:
+        """Collect the round in flight. When nothing would change the batch (no prompt waiting, no request
+        cancelled or added, no row at its max_tokens within the next round), the next round is launched
+        first, so the device computes it while the host streams this one's tokens (the host runs ahead)."""
+        r, self._inflight = self._inflight, None
+        sched = self.scheduler
+        nxt = None
+        same = len(sched.running) == len(r.rows) and not any(s.aborted or s.finish_reason for s in r.rows)
+        if same and not sched.waiting and all(s.status is Status.DECODE for s in sched.running):
+            steps = min(self.decode_steps, *(s.params.max_tokens - len(s.output) - r.steps for s in r.rows))
+            if steps > 1:
+                nxt = self._launch_round(r.rows, steps)
+                self.counters["steps"] += 1
+                self.counters["decode_rounds_ahead"] += 1
+        per_row = self.runner.finish_round(r)
+        for seq, tokens in zip(r.rows, per_row, strict=True):
             for token in tokens:
                 if seq.finish_reason is not None:
                     break
                 self._emit_token(seq, token)
         self._flush()
+        self._inflight = nxt
+        return True
 
     def fork(self, seq: Sequence, child: Sequence) -> None:
         """Continue `child` (admitted, holding its own slot) from where `seq` is now, e.g. after `seq`'s
@@ -432,13 +454,18 @@ class Engine:
         sc = self.state_cache
         if sc is None:
             return
-        hit = sc.lookup(seq.prompt, max_len=len(seq.prompt) - 1)  # keep one token: its logits start decoding
+        # keep one token: its logits start decoding. The hit is copied into the slot, device to device
+        hit = sc.lookup(seq.prompt, max_len=len(seq.prompt) - 1, private=False)
         if hit is not None:
             n, cache = hit
-            self.pool.write(seq.slot, cache, seq.prompt[:n])  # device to device, into the request's slot
+            self.pool.write(seq.slot, cache, seq.prompt[:n])
             seq.num_computed = seq.prefix_tokens = n
+        # a snapshot at the prompt's last block boundary costs the prefill one more forward (it must stop
+        # there); worth it only when it saves a later turn more than that: a short tail past the restored
+        # prefix is re-prefilled next turn within the same single forward instead
         target = sc.boundary(len(seq.prompt))
-        seq.snapshot_at = target if target > seq.num_computed else 0
+        worth = target - seq.num_computed >= self.config.state_cache_min_tokens
+        seq.snapshot_at = target if target > seq.num_computed and worth else 0
 
     def _snapshot_decode_rows(self, rows: list[Sequence]) -> None:
         """Keep each decoding row's latest block-aligned state, as a copy on the device; only the last one

@@ -15,6 +15,7 @@ steps, which the host queues back to back while the device runs them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +27,17 @@ from archrouter.backends.grammar import fill_bitmask
 from archrouter.backends.sampling import Sampled, TokenCounts, has_penalty, sample_rows
 
 Pool = StatePool | KVSlots
+
+
+@dataclass
+class Round:
+    """A decode round in flight: its rows, its length, its tokens (pinned host memory on CUDA, filled when
+    `done` fires)."""
+
+    rows: list[Sequence]
+    steps: int
+    tokens: torch.Tensor
+    done: torch.cuda.Event | None
 
 
 class ModelRunner:
@@ -132,14 +144,33 @@ class ModelRunner:
                      after_step: Callable[[int], None] | None = None) -> list[list[int]]:  # fmt: skip
         """`steps` decode steps of the same rows queued back to back, one read-back at the end: the tokens,
         per row. `after_step(j)` runs on the host after step j is queued (device-side snapshots)."""
+        return self.finish_round(self.launch_round(decode, steps, after_step))
+
+    def launch_round(self, decode: list[Sequence], steps: int,
+                     after_step: Callable[[int], None] | None = None) -> Round:  # fmt: skip
+        """Queue a decode round and its tokens' copy to pinned host memory; returns at once on CUDA (the host
+        may schedule, emit and launch more while the device runs it). `finish_round` collects it."""
         out = []
         for j in range(steps):
             out.append(self._sample(self._decode_forward(decode), decode, self._slots))
             if after_step is not None:
                 after_step(j)
-        per_step = self.to_host(torch.stack(out))
+        tokens = torch.stack(out)
+        if not self._pin:
+            return Round(decode, steps, tokens, None)
+        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return Round(decode, steps, host, done)
+
+    def finish_round(self, r: Round) -> list[list[int]]:
+        """Wait for a launched round (only for it: later work queued behind it keeps running); its tokens per row."""
+        if r.done is not None:
+            r.done.synchronize()
+        per_step = self.to_host(r.tokens)
         per_row = [list(col) for col in zip(*per_step, strict=True)]
-        self._fill_tokens(decode, per_row)
+        self._fill_tokens(r.rows, per_row)
         return per_row
 
     # ------------------------------------------------------------------ internals
@@ -220,4 +251,5 @@ class ModelRunner:
         host learns them here (placeholders until now; their blocks are published once known)."""
         if isinstance(self.pool, KVSlots):
             for s, toks in zip(decode, tokens, strict=True):
-                self.pool.fill_tokens(s.slot, toks)
+                if s.slot is not None:  # a row that ended while its round ran has given its slot back
+                    self.pool.fill_tokens(s.slot, toks)
