@@ -140,6 +140,8 @@ class Engine:
                                               max_context=info.context_length)  # fmt: skip
         steps = self.config.decode_steps
         self.decode_steps = steps if steps is not None else (4 if device.type == "cuda" else 1)
+        least = self.config.state_cache_min_tokens
+        self.snapshot_min_tokens = least if least is not None else (256 if device.type == "cuda" else 0)
         self.state_cache: StateCache | None = None
         wanted = self.config.state_cache
         # the Transformer shares prompt prefixes as pool blocks (`kv_paged`); without it, and for the
@@ -337,8 +339,10 @@ class Engine:
             seq.emit(err)
         for seq in sched.drop_finished():
             self._free(seq)
-        for seq in sched.admit():
-            seq.slot = pool.alloc()
+        admitted = sched.admit()
+        for seq, slot in zip(admitted, pool.alloc_many(len(admitted)), strict=True):  # fresh states, one write
+            seq.slot = slot
+        for seq in admitted:
             if self.prefix_blocks:
                 self._reuse_blocks(seq)
             else:
@@ -464,7 +468,7 @@ class Engine:
         # there); worth it only when it saves a later turn more than that: a short tail past the restored
         # prefix is re-prefilled next turn within the same single forward instead
         target = sc.boundary(len(seq.prompt))
-        worth = target - seq.num_computed >= self.config.state_cache_min_tokens
+        worth = target - seq.num_computed >= self.snapshot_min_tokens
         seq.snapshot_at = target if target > seq.num_computed and worth else 0
 
     def _snapshot_decode_rows(self, rows: list[Sequence]) -> None:

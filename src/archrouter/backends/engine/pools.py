@@ -64,6 +64,14 @@ class StatePool(_Slots):
         self.reset([slot])
         return slot
 
+    def alloc_many(self, n: int) -> list[int]:
+        """`n` slots with fresh states (one indexed write a state tensor for all of them)."""
+        if n > self.num_free:
+            raise OutOfSlots(f"{n} slots asked for, {self.num_free} free")
+        slots = [self._take() for _ in range(n)]
+        self.reset(slots)
+        return slots
+
     def release(self, slot: int) -> None:
         self._give(slot)
 
@@ -129,6 +137,11 @@ class KVSlots(_Slots):
         slot = self._take()
         self.seqs[slot] = _Seq()
         return slot
+
+    def alloc_many(self, n: int) -> list[int]:
+        if n > self.num_free:
+            raise OutOfSlots(f"{n} slots asked for, {self.num_free} free")
+        return [self.alloc() for _ in range(n)]
 
     def release(self, slot: int) -> None:
         for b in self.seqs[slot].blocks:
