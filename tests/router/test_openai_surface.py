@@ -13,6 +13,7 @@ import openai
 import pytest
 import torch
 
+from archrouter.backends.engine.sequence import token_repr
 from archrouter.backends.families import FAMILIES as _FAMILIES
 from archrouter.backends.grammar import new_matcher
 from archrouter.router.dashboard.live import row as dashboard_row
@@ -163,7 +164,7 @@ def test_top_logprobs_are_the_models_log_softmax(client, live, family):
         assert [round(t.logprob, 4) for t in e.top_logprobs] == pytest.approx(top.values.tolist(), abs=1e-4)
         assert e.logprob == pytest.approx(top.values[0].item(), abs=1e-4)  # greedy: the chosen one is the best
         tok = int(top.indices[0])
-        assert bytes(e.bytes) == engine.vocab_bytes()[tok]
+        assert (e.token, e.bytes) == token_repr(engine.vocab_bytes()[tok])
         ids = ids + [tok]
     streamed, _ = _stream_chat(client, model=family, messages=CHAT, temperature=0, max_tokens=3, logprobs=True,
                                top_logprobs=2)
