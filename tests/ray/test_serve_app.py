@@ -63,7 +63,9 @@ def app(tmp_path_factory):
     policy.write_text(policy_text(models, name="ray-a"))
     ns = f"archrouter:test:{uuid.uuid4().hex}"
     port = free_port()
-    env = {"PYTHONPATH": str(ROOT), "ARCHROUTER_ENGINE_MAX_NUM_SEQS": "2", "ARCHROUTER_ENGINE_MAX_WAITING": "2"}
+    # the replicas import this checkout's code (src/), not whatever the environment has installed
+    env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "ARCHROUTER_ENGINE_MAX_NUM_SEQS": "2",
+           "ARCHROUTER_ENGINE_MAX_WAITING": "2"}
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": env})
     try:
@@ -117,6 +119,23 @@ def test_openai_client_stream_and_not(client, model, messages, backend, rule):
     # greedy decoding: the tokens streamed through the handle are the ones of the plain answer
     assert text == resp.choices[0].message.content and finish == [resp.choices[0].finish_reason]
     assert chunks[-1].usage.completion_tokens == resp.usage.completion_tokens
+
+
+def test_openai_fields_through_the_handles(client):
+    """n, a prompt list, logprobs and a grammar cross the Ray handle as chunks tagged with their choice; a
+    request the replica refuses (a token id outside its vocabulary) stays a 400 naming the field."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}},
+              "required": ["a"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}}
+    batch = client.completions.create(model="mamba", prompt=["one", "two"], n=2, max_tokens=8, temperature=0,
+                                      logprobs=1, extra_body={"response_format": fmt})
+    assert [c.index for c in batch.choices] == [0, 1, 2, 3]
+    assert batch.choices[0].text == batch.choices[1].text and batch.choices[2].text == batch.choices[3].text
+    for c in batch.choices:
+        assert json.loads(c.text)["a"] in range(10) and c.logprobs.tokens and c.finish_reason == "stop"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="transformer", prompt="x", max_tokens=2, logit_bias={"99999": 1})
+    assert e.value.body["param"] == "logit_bias" and "99999" in e.value.body["message"]
 
 
 def test_completions_endpoint_streams_sse(app):
