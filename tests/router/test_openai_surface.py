@@ -13,9 +13,13 @@ import openai
 import pytest
 import torch
 
+from archrouter.backends.engine.sequence import token_repr
 from archrouter.backends.families import FAMILIES as _FAMILIES
+from archrouter.backends.grammar import new_matcher
 from archrouter.router.dashboard.live import row as dashboard_row
+from archrouter.router.schemas import ResponseFormat
 from archrouter.router.settings import Settings
+from archrouter.router.structured import grammar_for
 from tests.conftest import CLASSIFIER, ROOT
 from tests.router.conftest import LiveServer, free_port
 
@@ -160,7 +164,7 @@ def test_top_logprobs_are_the_models_log_softmax(client, live, family):
         assert [round(t.logprob, 4) for t in e.top_logprobs] == pytest.approx(top.values.tolist(), abs=1e-4)
         assert e.logprob == pytest.approx(top.values[0].item(), abs=1e-4)  # greedy: the chosen one is the best
         tok = int(top.indices[0])
-        assert bytes(e.bytes) == engine.vocab_bytes()[tok]
+        assert (e.token, e.bytes) == token_repr(engine.vocab_bytes()[tok])
         ids = ids + [tok]
     streamed, _ = _stream_chat(client, model=family, messages=CHAT, temperature=0, max_tokens=3, logprobs=True,
                                top_logprobs=2)
@@ -251,7 +255,7 @@ SCHEMA = {
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_json_schema_answers_validate(client, family):
+def test_json_schema_answers_validate(client, live, family):
     fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
     # 100 sampled answers: 5 prompts x n=20... in batches the engine runs together
     answers = []
@@ -267,8 +271,15 @@ def test_json_schema_answers_validate(client, family):
     jsonschema.validate(json.loads(chat.choices[0].message.content), SCHEMA)
     obj, _ = _stream_chat(client, model=family, messages=CHAT, max_tokens=200, temperature=0.7,
                           response_format={"type": "json_object"}, seed=2)
-    if obj[0][1] == "stop":  # any object: unbounded, so it may run past max_tokens (then finish_reason says so)
-        assert isinstance(json.loads(obj[0][0]), dict)
+    text, finish = obj[0][0], obj[0][1]
+    if finish == "stop":
+        assert isinstance(json.loads(text), dict)
+    else:  # any object is unbounded: it may run into max_tokens, and what came is still a JSON object's prefix
+        assert finish == "length"
+        tok = live.router.pool.clients[family].tokenizer
+        m = new_matcher(tok, grammar_for(ResponseFormat(type="json_object")))
+        ids = tok.encode(text)
+        assert m.try_consume_tokens(ids) == len(ids) and text.startswith("{")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

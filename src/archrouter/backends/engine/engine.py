@@ -225,9 +225,10 @@ class Engine:
         if sp.logit_bias and (bad := sorted(t for t in sp.logit_bias if not 0 <= t < self.tokenizer.vocab_size)):
             raise InvalidRequest(f"logit_bias names token ids {bad[:5]} outside backend {self.info.name!r}'s "
                                  f"vocabulary of {self.tokenizer.vocab_size}", param="logit_bias")
+        compiled = None
         if sp.grammar is not None:  # compiled off the event loop (a large schema can take a while)
             try:
-                await asyncio.to_thread(new_matcher, self.tokenizer, sp.grammar)
+                compiled = await asyncio.to_thread(new_matcher, self.tokenizer, sp.grammar)
             except ValueError as exc:
                 raise InvalidRequest(str(exc), param="response_format") from None
         loop = asyncio.get_running_loop()
@@ -253,8 +254,8 @@ class Engine:
                 seq = Sequence(next(self._ids), request.request_id, ids, sp, gen, self.tokenizer.decoder(),
                                set(self.tokenizer.eos_ids), emit, loop=loop, queue=queue, index=p * n + j,
                                vocab_bytes=vocab_bytes)
-                if sp.grammar is not None:
-                    seq.matcher = new_matcher(self.tokenizer, sp.grammar)
+                if compiled is not None:
+                    seq.matcher = compiled.deep_copy()  # each choice its own state, one compile
                 family.append(seq)
             family[0].forks = family[1:]
             for child in family[1:]:
