@@ -281,11 +281,15 @@ async def burst(client, prompts: list[str], max_tokens: int) -> dict:
     wall = time.perf_counter() - start
     ttft = [times[0] - t0 for t0, times, _, _ in results]
     itl = [b - a for _, times, _, _ in results for a, b in zip(times, times[1:], strict=False)]
+    # time per output token after the first, per request (decode rounds stream several tokens at once, so
+    # the gaps' median alone would understate a stream's pace)
+    tpot = [(times[-1] - times[0]) / (len(times) - 1) for _, times, _, _ in results if len(times) > 1]
     tokens = sum(n for _, _, n, _ in results)
     return {"streams": len(prompts), "tokens": tokens, "wall_s": wall, "tok_per_s": tokens / wall,
             "ids": [ids for *_, ids in results],
             "ttft_p50_ms": 1e3 * pct(ttft, 0.5), "ttft_p99_ms": 1e3 * pct(ttft, 0.99),
-            "itl_p50_ms": 1e3 * pct(itl, 0.5), "itl_p99_ms": 1e3 * pct(itl, 0.99)}
+            "itl_p50_ms": 1e3 * pct(itl, 0.5), "itl_p99_ms": 1e3 * pct(itl, 0.99),
+            "tpot_mean_ms": 1e3 * sum(tpot) / len(tpot) if tpot else float("nan")}
 
 
 async def bench_batching(backend: Backend, args, budget: Budget, emit) -> list[dict]:  # noqa: ANN001
@@ -323,6 +327,11 @@ async def bench_batching(backend: Backend, args, budget: Budget, emit) -> list[d
                 print(f"  {family:12s} {n:4d} streams: cut (time budget)", flush=True)
                 break
             e_ids = e.pop("ids")
+            if args.alone_check:  # a few of these prompts alone through the same engine: same greedy tokens?
+                k = min(n, args.alone_check)
+                alone = [(await bounded(burst(engine, [p], args.max_tokens), budget, until))["ids"][0]
+                         for p in prompts[:k]]  # fmt: skip
+                row["greedy_alone_same"] = sum(a == b for a, b in zip(alone, e_ids[:k], strict=True)) / k
             # greedy parity: fp32 on CPU matches exactly; bf16 on GPU may drift where a batched matmul
             # rounds differently from a single row's (reported, not asserted)
             row["greedy_identical"] = (sum(a == b for a, b in zip(e_ids, s.pop("ids"), strict=True)) / n
@@ -474,7 +483,7 @@ def table(results: dict) -> str:
     lines = [f"device: {env['device']}  torch {env['torch']}  triton {env['triton']}  commit {env['commit'][:10]}",
              f"command: {env['command']}", f"elapsed: {results.get('elapsed_s', 0):.0f} s", "",
              "family       streams  engine tok/s  seq tok/s  x thru | TTFT p50/p99 ms engine   sequential"
-             "   | ITL p50/p99 ms engine  sequential | greedy same"]
+             "   | ITL p50/p99 ms engine  sequential | greedy same | TPOT ms engine"]
     for r in results["batching"]:
         if "cut" in r:
             done = f"engine {r['engine']['tok_per_s']:.1f} tok/s, then " if "engine" in r else ""
@@ -492,18 +501,22 @@ def table(results: dict) -> str:
         lines.append(f"{r['family']:12s} {r['streams']:7d}  {e['tok_per_s']:12.1f}  {seq_t} | "
                      f"{e['ttft_p50_ms']:8.1f}/{e['ttft_p99_ms']:<8.1f} {seq_ttft} | "
                      f"{e['itl_p50_ms']:6.1f}/{e['itl_p99_ms']:<6.1f} {seq_itl} | "
-                     + (f"{r['greedy_identical']:.0%}" if r["greedy_identical"] is not None else "-"))
+                     + (f"{r['greedy_identical']:.0%}" if r["greedy_identical"] is not None else "-")
+                     + f" | {e.get('tpot_mean_ms', float('nan')):.2f}")
     anchored = [r for r in results["batching"] if "ceiling" in r]
     if anchored:
         lines += ["", "engine vs what a user would run instead (HF transformers on the same checkpoint and prompts) "
                   "and vs the family's own graph-captured decode loop (ceiling); output tok/s (engine / it)",
-                  "family       streams  engine tok/s | HF generate()       | HF generate_batch() | ceiling"]
+                  "family       streams  engine tok/s | HF generate()       | HF generate_batch() | ceiling"
+                  "              | greedy alone = in batch"]
         for r in anchored:
             def cell(key: str, r: dict = r) -> str:
                 v, x = r[key], r[f"x_{key}"]
                 return f"{v:9.1f} (x{x:6.2f})" if isinstance(v, float) else f"{str(v)[:19]:>19s}"
+            same = r.get("greedy_alone_same")
             lines.append(f"{r['family']:12s} {r['streams']:7d}  {r['engine']['tok_per_s']:12.1f} | "
-                         f"{cell('hf_generate')} | {cell('hf_generate_batch')} | {cell('ceiling')}")
+                         f"{cell('hf_generate')} | {cell('hf_generate_batch')} | {cell('ceiling')} | "
+                         + (f"{same:.0%}" if same is not None else "-"))
     lines += ["", "family       turns  doc tok  turn-N prompt  TTFT off ms  TTFT on ms  off/on  saved tok  identical"]
     for r in results["state_cache"]:
         if "cut" in r:
@@ -552,6 +565,9 @@ async def main() -> None:
                     help="skip the untimed engine run before each stream count")
     ap.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                     help="engine decode steps eager (CUDA graphs are on by default on CUDA)")
+    ap.add_argument("--alone-check", type=int, default=None,
+                    help="this many prompts of each row also run alone through the engine: share of identical "
+                         "greedy outputs (default 8 on CUDA, where bf16 may round differently in a batch; 0 on CPU)")
     ap.add_argument("--anchors", default=None, action=argparse.BooleanOptionalAction,
                     help="HF generate()/generate_batch() and the ceiling beside each engine row (default: on CUDA)")
     ap.add_argument("--smoke", action="store_true", help="tiny run on CPU to check the script")
@@ -574,6 +590,7 @@ async def main() -> None:
     args.budget_s = args.budget_s if args.budget_s is not None else (330.0 if cuda else None)
     args.context = args.doc_tokens + 1024
     args.anchors = args.anchors if args.anchors is not None else cuda
+    args.alone_check = args.alone_check if args.alone_check is not None else (8 if cuda else 0)
     if args.size == "large" and args.streams == [1, 8, 32, 128]:
         args.streams = [1, 32, 128]
     if args.threads:

@@ -183,3 +183,12 @@ def test_batched_masks_equal_one_at_a_time():
     assert allowed[0].all()
     assert allowed[4].nonzero().flatten().tolist() == [ByteTokenizer.EOS]  # complete: only the end
     assert allowed[2, ord(",")] and allowed[2, ord("5")] and not allowed[2, ord("a")]
+
+
+def test_logprob_tokens_read_as_openai_shows_them():
+    from archrouter.backends.engine.sequence import token_repr
+
+    table = token_table(ByteTokenizer())
+    assert token_repr(table[ord("a")]) == ("a", [97])
+    assert token_repr(table[ByteTokenizer.EOS]) == ("<|eos|>", list(b"<|eos|>"))  # no vocabulary marker
+    assert token_repr(table[0xC3]) == ("\ufffd", [0xC3])  # half a character: its exact byte beside U+FFFD

@@ -2,13 +2,18 @@
 
 `generate()` encodes the request, queues a `Sequence` and streams what the step thread hands to the
 sequence's asyncio queue. The step thread loops: expire waiting requests past the queue timeout,
-drop cancelled ones (their cache rows go at this step), admit, restore cached prefixes, plan the
-step, run one decode forward and the prompt-chunk forwards, sample per request, stream.
+drop cancelled ones (their slots go back at this step), admit (each admitted request takes a slot of
+the state pool: `pools`), restore cached prefixes into those slots, plan the step, run one decode
+forward by slot and one packed forward over every prompt chunk, sample every row in one call, stream.
+While only decoding rows run (no prompt waiting), decode steps go in rounds queued back to back on the
+device, and the next round is launched before the last one's tokens are read: the host streams while
+the device computes.
 
-Cached prefixes: a recurrent family restores a state snapshot (`state_cache`); the Transformer keeps
-its KV in the engine's paged block pool, where full blocks are shared by every prompt that starts
-with the same tokens, so a later prompt attaches them and prefills only the rest. That pool is the
-one thing the engine uses beyond the design's model interface: a model with `new_kv_pool` gets one.
+Cached prefixes: a recurrent family restores a state snapshot (`state_cache`) into the request's slot,
+device to device; the Transformer keeps its KV in the engine's paged block pool, where full blocks are
+shared by every prompt that starts with the same tokens, so a later prompt attaches them and prefills
+only the rest. Beyond the design's model interface the engine uses `forward_packed` (every family),
+`forward(..., slots=...)` (the recurrent ones) and `new_kv_pool` (the Transformer).
 """
 
 from __future__ import annotations

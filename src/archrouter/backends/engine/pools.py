@@ -126,6 +126,7 @@ class KVSlots(_Slots):
         self.kv = kv_pool
         self.seqs: list[_Seq] = [_Seq() for _ in range(num_slots)]
         self.device = kv_pool.k.device
+        self._publisher = self.view([])  # publishes filled blocks of any slot (holds no rows)
 
     def view(self, slots: list[int]) -> PagedKVCache:
         """A cache over these slots' rows (the rows themselves, not copies); it never frees them."""
@@ -232,7 +233,11 @@ class KVSlots(_Slots):
         return logits[:, -1]
 
     def fill_tokens(self, slot: int, tokens: list[int]) -> None:
-        self.view([slot]).fill_tokens(0, tokens)
+        s = self.seqs[slot]
+        n = min(len(tokens), s.length)
+        s.tokens[s.length - n :] = tokens[:n]
+        if s.length // self.kv.block_size > len(s.hashes):  # a block filled up: publish it
+            self._publisher._publish(s)
 
 
 def _index(rows: list[int], device: torch.device) -> torch.Tensor:
