@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from archrouter.backends.protocol import GenerationRequest, SamplingParams
-from archrouter.router import dashboard, errors, schemas
+from archrouter.router import dashboard, errors, fallback, schemas
 from archrouter.router.auth import Principal
 from archrouter.router.choices import Choices
 from archrouter.router.cooldown import Cooldowns
@@ -154,6 +154,8 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
             },
             "estimates": {k: vars(v) for k, v in decision.estimates.items()},
             "trace": [vars(t) for t in decision.trace],
+            "expected_accuracy": decision.expected_accuracy,
+            "fallback_plan": fallback.plan(decision),
             "decision_ms": round(elapsed * 1000, 4),
         }
 
@@ -341,8 +343,10 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
         "x-archrouter-policy": decision.policy,
         **verdict.headers(),
     }
-    if opened.failed:
-        headers["x-archrouter-fallback-from"] = ",".join(n for n, _ in opened.failed)
+    fell_back = fallback.summary(decision, opened.backend, opened.failed, opened.reasons)
+    if fell_back is not None:
+        record["fallback"] = fell_back
+    headers.update(fallback.headers(fell_back))
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
