@@ -131,10 +131,11 @@ def test_rate_limit_charges_every_choice(live):
     assert remaining(KEYS[1]) - remaining(KEYS[2], n=4) == 3 * 10
 
 
-def test_n_forks_one_prefill(live, client):
-    engine = live.router.pool.clients["transformer"]
+@pytest.mark.parametrize("family", FAMILIES)
+def test_n_forks_one_prefill(live, client, family):
+    engine = live.router.pool.clients[family]
     before = engine.stats()["prefill_tokens"]
-    client.completions.create(model="transformer", prompt=PROMPT * 4, n=4, temperature=0, max_tokens=2)
+    client.completions.create(model=family, prompt=PROMPT * 4, n=4, temperature=0, max_tokens=2)
     fed = engine.stats()["prefill_tokens"] - before
     prompt = len(engine.tokenizer.encode(PROMPT * 4, add_bos=True))
     assert fed <= prompt  # four choices, one prefill (fewer tokens when cached blocks served some)
@@ -300,6 +301,37 @@ def test_streamed_completions_equal_whole_ones(client, live, family):
         assert [streamed[c.index][1] for c in whole.choices] == [c.finish_reason for c in whole.choices]
         assert usage.completion_tokens == whole.usage.completion_tokens
         assert usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+@pytest.mark.parametrize("family", ["transformer", "mamba"])
+def test_concurrent_mixed_requests_share_the_engine(client, live, family):
+    """n, prompt lists, logprobs, penalties and grammars at once in one engine: every request gets all its
+    choices, greedy choices of one prompt agree, and every slot, KV block and count row comes back."""
+    import concurrent.futures as cf
+
+    shapes = [{"n": 8}, {"n": 3, "logprobs": 2}, {"prompt": ["a b", "c d", "e f"], "n": 2, "frequency_penalty": 1.0},
+              {"extra_body": {"response_format": {"type": "json_object"}}, "max_tokens": 48}]
+
+    def one(i: int):
+        kw = {"model": family, "prompt": f"{PROMPT} {i}", "max_tokens": 8, "temperature": 0, **shapes[i % 4]}
+        return kw, client.completions.create(**kw)
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(one, range(12)))
+    for kw, r in results:
+        n = kw.get("n", 1)
+        prompts = kw["prompt"] if isinstance(kw["prompt"], list) else [kw["prompt"]]
+        assert [c.index for c in r.choices] == list(range(len(prompts) * n))
+        for p in range(len(prompts)):
+            assert len({c.text for c in r.choices[p * n:(p + 1) * n]}) == 1
+    engine = live.router.pool.clients[family]
+    s = engine.stats()
+    assert s["running"] == 0 and s["waiting"] == 0
+    assert engine.pool.num_free == engine.pool.num_slots
+    counts = engine.runner.counts
+    assert counts.counts is None or len(counts.free) == counts.counts.shape[0] - 1
+    if family == "transformer":
+        assert s["kv_tokens_reserved"] == 0
 
 
 def test_bad_schema_and_unsupported_fields_are_400s(client):

@@ -10,6 +10,12 @@ The sampled tokens stay on the device: they are written into `last_token[slot]`,
 step reads its inputs, so the host never has to send them back. What the host needs (to stream, to
 stop) comes back in one device->host copy a step, or one a round of `decode_round`'s several decode
 steps, which the host queues back to back while the device runs them.
+
+The sampling call carries each row's extras (`backends.sampling`): penalty counts kept on the device in
+`TokenCounts` (bumped there after each draw), logit bias, the grammar's token bitmask (llguidance, one
+host->device copy a step), and logprobs, which come back in the same one read-back as the ids. A prompt
+asked for n > 1 times is prefilled once: when it completes, its forks get slots holding a copy of its
+state (shared KV blocks for the Transformer) and sample from the same last logits.
 """
 
 from __future__ import annotations
