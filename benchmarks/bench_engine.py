@@ -153,7 +153,8 @@ class Backend:
 
     def engine(self, **config) -> Engine:  # noqa: ANN003
         cfg = EngineConfig(redis_url=None, max_num_batched_tokens=self.args.step_tokens,
-                           cuda_graphs=self.args.cuda_graphs, **config)  # fmt: skip
+                           kv_token_budget=self.args.kv_budget, cuda_graphs=self.args.cuda_graphs,
+                           **config)  # fmt: skip
         return Engine(self.info, self.model, self.tokenizer, cfg, dtype=self.dtype)
 
     def generator(self) -> Generator:
@@ -562,6 +563,8 @@ async def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--prompt-words", nargs=2, type=int, default=None, help="prompt length range, in words")
     ap.add_argument("--step-tokens", type=int, default=None, help="engine max_num_batched_tokens")
+    ap.add_argument("--kv-budget", type=int, default=None,
+                    help="engine kv_token_budget (default 262144 on CUDA: 128 streams of the longest prompts fit)")
     ap.add_argument("--doc-tokens", type=int, default=4096)
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--turn-tokens", type=int, default=None)
@@ -596,6 +599,7 @@ async def main() -> None:
     args.turn_tokens = args.turn_tokens or (8 if cuda else 4)
     args.prompt_words = args.prompt_words or ([16, 96] if cuda else [2, 8])
     args.step_tokens = args.step_tokens or (2048 if cuda else 512)
+    args.kv_budget = args.kv_budget or (262_144 if cuda else 65_536)
     args.seq_max_streams = args.seq_max_streams if args.seq_max_streams is not None else (8 if cuda else 128)
     args.budget_s = args.budget_s if args.budget_s is not None else (330.0 if cuda else None)
     args.context = args.doc_tokens + 1024
