@@ -192,3 +192,28 @@ def test_logprob_tokens_read_as_openai_shows_them():
     assert token_repr(table[ord("a")]) == ("a", [97])
     assert token_repr(table[ByteTokenizer.EOS]) == ("<|eos|>", list(b"<|eos|>"))  # no vocabulary marker
     assert token_repr(table[0xC3]) == ("\ufffd", [0xC3])  # half a character: its exact byte beside U+FFFD
+
+
+@pytest.mark.gpu
+def test_extras_on_cuda_equal_cpu():
+    """The same extras on CUDA (pinned copies, device counts, the bitmask copied over) pick what the CPU picks."""
+    g = torch.Generator().manual_seed(4)
+    b = 8
+    logits = torch.randn(b, V, generator=g) * 3
+    mask = torch.full((b, words(V)), -1, dtype=torch.int32)
+    mask[3] = 0x0F0F0F0F
+    params = [SamplingParams(temperature=0, presence_penalty=0.7, frequency_penalty=0.3, repetition_penalty=1.5,
+                             logit_bias={5: 2.0}, logprobs=4, top_k=5, min_p=0.1) for _ in range(b)]
+    picks = {}
+    for dev in ("cpu", "cuda"):
+        tc = TokenCounts(V, torch.device(dev))
+        slots = torch.tensor([tc.alloc(list(range(i, i + 10))) for i in range(b)], device=dev)
+        for t in range(3):  # three draws counted on the device
+            tc.add(slots, torch.full((b,), t * 7, dtype=torch.long, device=dev))
+        counts, seen = tc.rows(slots)
+        out = sample_rows(logits.to(dev), params, [None] * b, counts=counts, prompt_seen=seen,
+                          bitmask=fill_bitmask([None] * b, V, 0, pin=dev == "cuda") & mask)
+        picks[dev] = Sampled.unpack(out.packed().tolist())
+    assert [r[0] for r in picks["cuda"]] == [r[0] for r in picks["cpu"]]
+    for a, c in zip(picks["cpu"], picks["cuda"], strict=True):
+        assert c[1] == pytest.approx(a[1], abs=1e-5) and [t for t, _ in c[2]] == [t for t, _ in a[2]]

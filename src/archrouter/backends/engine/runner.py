@@ -199,7 +199,8 @@ class ModelRunner:
             count_slots = self.index([s.count_slot for s in seqs])
             extra["counts"], extra["prompt_seen"] = self.counts.rows(count_slots)
         if any(s.matcher is not None for s in seqs):
-            eos = min(min(s.eos_ids) for s in seqs if s.matcher is not None)
+            # a tokenizer without an end token still works: a finished grammar ends its sequence by itself
+            eos = min((min(s.eos_ids) for s in seqs if s.matcher is not None and s.eos_ids), default=0)
             extra["bitmask"] = fill_bitmask([s.matcher for s in seqs], self.vocab_size, eos, pin=self._pin)
         out = sample_rows(logits[:, : self.vocab_size], params, [s.generator for s in seqs], **extra)
         if count_slots is not None:
