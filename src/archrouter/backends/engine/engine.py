@@ -132,8 +132,10 @@ class Engine:
         self.kv_pool: PagedKVPool | None = None
         if capacity == "tokens":
             bs = self.config.kv_block_size
-            self.kv_pool = model.new_kv_pool(-(-self.config.kv_token_budget // bs) + 2 * self.config.max_num_seqs + 1,
-                                             bs)  # fmt: skip
+            # per row: a partial block, a copy-on-write block and the overrun of decode rounds (tokens past a
+            # row's end, computed and dropped); one scratch block for the captured decode's padding rows
+            slack = 3 * self.config.max_num_seqs + 1
+            self.kv_pool = model.new_kv_pool(-(-self.config.kv_token_budget // bs) + slack, bs)
             pool: StatePool | KVSlots = KVSlots(model, self.kv_pool, self.config.max_num_seqs)
         else:
             pool = StatePool(model, self.config.max_num_seqs)
@@ -358,7 +360,9 @@ class Engine:
             return False
         self.counters["steps"] += 1
         if plan.decode and not plan.prefill and not sched.waiting and self.decode_steps > 1:
-            steps = min(self.decode_steps, *(s.params.max_tokens - len(s.output) for s in plan.decode))
+            # as long as the longest-running row needs: a row that reaches max_tokens inside the round has its
+            # extra tokens computed and dropped (cheaper than short rounds whenever the rows are staggered)
+            steps = min(self.decode_steps, max(s.params.max_tokens - len(s.output) for s in plan.decode))
             if steps > 1 and all(plain_sampling(s.params) for s in plan.decode):
                 self._inflight = self._launch_round(plan.decode, steps)
                 return True
@@ -394,11 +398,14 @@ class Engine:
         r, self._inflight = self._inflight, None
         sched = self.scheduler
         nxt = None
-        same = len(sched.running) == len(r.rows) and not any(s.aborted or s.finish_reason for s in r.rows)
-        if same and not sched.waiting and all(s.status is Status.DECODE for s in sched.running):
-            steps = min(self.decode_steps, *(s.params.max_tokens - len(s.output) - r.steps for s in r.rows))
+        # the rows still running (those that ended in an earlier round are gone); every running sequence
+        # must be one of them, decoding, none cancelled and no prompt waiting for a turn
+        rows = [s for s in r.rows if s.finish_reason is None and not s.aborted]
+        same = len(sched.running) == len(rows) and all(s.status is Status.DECODE for s in sched.running)
+        if rows and same and not sched.waiting:
+            steps = min(self.decode_steps, max(s.params.max_tokens - len(s.output) - r.steps for s in rows))
             if steps > 1:
-                nxt = self._launch_round(r.rows, steps)
+                nxt = self._launch_round(rows, steps)
                 self.counters["steps"] += 1
                 self.counters["decode_rounds_ahead"] += 1
         per_row = self.runner.finish_round(r)
