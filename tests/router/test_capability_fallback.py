@@ -132,6 +132,10 @@ def test_stopped_backend_falls_back_to_the_best_remaining_family(live, client) -
         deadline = time.time() + 5
         while rid not in records(live) and time.time() < deadline:
             time.sleep(0.05)
+        from tests.router.test_response_cache import live_rows
+
+        row = [r for r in live_rows(live, rid) if r.get("request_id") == rid][0]  # the dashboard's live view
+        assert row["fallback"]["reason"] == "unhealthy" and row["fallback"]["expected_delta"] == 0.8
         fb = records(live)[rid]["fallback"]
         assert (fb["from"], fb["to"], fb["reason"], fb["expected_delta"]) == ("stopped", "full", "unhealthy", 0.8)
         assert "shut down" in fb["error"]

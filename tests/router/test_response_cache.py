@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -26,7 +27,8 @@ def cached(model_dir, tmp_path_factory):
     # room for one short answer (about 350 bytes): the next evicts it
     settings = Settings(host="127.0.0.1", port=free_port(), policy=str(cfg), log_format="json", redis_url=REDIS_URL,
                         watch_policy=False, response_cache=True, response_cache_ttl_s=60,
-                        response_cache_max_bytes=600, response_cache_prefix=prefix)
+                        response_cache_max_bytes=600, response_cache_prefix=prefix,
+                        decision_stream=f"{prefix}:decisions")
     with LiveServer(settings) as live:
         live.prefix = prefix
         yield live
@@ -74,6 +76,25 @@ def test_byte_cap_evicts_the_oldest_and_entries_carry_the_ttl(cached) -> None:
     assert 0 < r.ttl(f"{cached.prefix}:r:{key}") <= 60
     text = httpx.get(cached.url + "/metrics").text
     assert metric(text, "archrouter_response_cache_total", result="evicted") >= 1
+
+
+def live_rows(live, rid: str) -> list[dict]:
+    """The dashboard's live stream (SSE) until the row of `rid` arrives."""
+    rows: list[dict] = []
+    with httpx.Client(base_url=live.url, timeout=30) as c, c.stream("GET", "/dashboard/api/decisions/stream") as st:
+        for line in st.iter_lines():
+            if line.startswith("data: "):
+                rows.append(json.loads(line[6:]))
+                if rows[-1].get("request_id") == rid:
+                    break
+    return rows
+
+
+def test_dashboard_live_view_shows_cache_hits(cached) -> None:
+    ask(cached, "hello dashboard")
+    rid = ask(cached, "hello dashboard").parse().id
+    row = [r for r in live_rows(cached, rid) if r.get("request_id") == rid][0]
+    assert row["cache"] == "hit" and row["status"] == 200
 
 
 def test_off_by_default(server, http) -> None:

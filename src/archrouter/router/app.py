@@ -269,6 +269,8 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
     }
     if grammar is not None:
         record["response_format"] = body.response_format.type
+    if cache_key is not None:
+        record["cache"] = "miss"
     candidates = [b for b in [decision.backend, *decision.fallbacks] if principal.may_use(b)]
     deadline = time.perf_counter() + router.settings.request_timeout_s
 
