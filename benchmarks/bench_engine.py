@@ -394,7 +394,9 @@ def anchor_row(backend: Backend, ids: list[list[int]], max_tokens: int, engine_t
 def anchor_text(row: dict) -> str:
     def f(key: str) -> str:
         v, x = row.get(key), row.get(f"x_{key}")
-        return f"{v:9.1f} (x{x:5.2f})" if isinstance(v, float) else f"{str(v)[:24]:>17s}"
+        if isinstance(v, float):
+            return f"{v:9.1f} (x{x:5.2f})" if x is not None else f"{v:9.1f} (x   - )"
+        return f"{str(v)[:24]:>17s}"
     if "ceiling" not in row:
         return ""
     return (f" | HF generate {f('hf_generate')}, generate_batch {f('hf_generate_batch')}, ceiling {f('ceiling')}"
@@ -522,7 +524,9 @@ def table(results: dict) -> str:
         for r in anchored:
             def cell(key: str, r: dict = r) -> str:
                 v, x = r[key], r[f"x_{key}"]
-                return f"{v:9.1f} (x{x:6.2f})" if isinstance(v, float) else f"{str(v)[:19]:>19s}"
+                if isinstance(v, float):
+                    return f"{v:9.1f} (x{x:6.2f})" if x is not None else f"{v:9.1f} (x    - )"
+                return f"{str(v)[:19]:>19s}"
             same = r.get("greedy_alone_same")
             lines.append(f"{r['family']:12s} {r['streams']:7d}  {r['engine']['tok_per_s']:12.1f} | "
                          f"{cell('hf_generate')} | {cell('hf_generate_batch')} | {cell('ceiling')} | "
