@@ -17,6 +17,15 @@ either side is timed, not by whichever runs first. The sequential baseline runs 
 --seq-max-streams (8 on CUDA: it is slow); beyond, its throughput is the last measured one
 (one request at a time does not get faster with more waiting) and the row says `seq_estimated`.
 
+Beside each engine row on CUDA (--anchors, default there), on the same prompts (token ids) and
+max_tokens: Hugging Face transformers' static-batch `generate()` (left-padded, greedy, min_new_tokens =
+max_tokens) and its continuous-batching `generate_batch()` where HF supports the family (Llama and Mamba
+load our checkpoints as LlamaForCausalLM / MambaForCausalLM; HF has no RWKV-7 and no xlstm-package
+model), and the family's ceiling: its own decode loop without the engine (the same slot pool, prompts
+prefilled in one packed forward, then `max_tokens` decode steps replayed from the captured graph with
+argmax on the device, nothing read back until the end). Reported as ratios: engine / HF generate and
+engine / ceiling.
+
 Part 2, per family: a 10-turn chat over a ~4k-token document (system message), the next question
 appended to the previous answer each turn; time to first token of each turn with the state cache off
 and on (fresh engines, states kept on the device, no Redis). Each engine first holds a 2-turn chat over
@@ -144,11 +153,112 @@ class Backend:
 
     def engine(self, **config) -> Engine:  # noqa: ANN003
         cfg = EngineConfig(redis_url=None, max_num_batched_tokens=self.args.step_tokens,
-                           cuda_graphs=self.args.cuda_graphs, **config)
+                           cuda_graphs=self.args.cuda_graphs, **config)  # fmt: skip
         return Engine(self.info, self.model, self.tokenizer, cfg, dtype=self.dtype)
 
     def generator(self) -> Generator:
         return Generator(self.info, self.model, self.tokenizer)
+
+
+# ----------------------------------------------------------------------------- anchors and ceiling
+
+HF_CLASSES = {"transformer": "LlamaForCausalLM", "mamba": "MambaForCausalLM"}
+
+
+class HFAnchor:
+    """Hugging Face transformers on our checkpoint (same weights, same prompts): what a user would run."""
+
+    def __init__(self, backend: Backend):
+        import transformers
+
+        self.version = transformers.__version__
+        cls = getattr(transformers, HF_CLASSES[backend.family])
+        try:
+            self.model = cls.from_pretrained(backend.ckpt, dtype=backend.dtype)
+        except TypeError:  # transformers 4.x spells it torch_dtype
+            self.model = cls.from_pretrained(backend.ckpt, torch_dtype=backend.dtype)
+        self.model = self.model.to(backend.model.parameters().__next__().device).eval()
+        self.device = next(self.model.parameters()).device
+        self.pad = 0
+
+    def generate(self, prompts: list[list[int]], max_tokens: int) -> float:
+        """Static batch: one left-padded generate() call for all prompts; output tokens/s."""
+        width = max(map(len, prompts))
+        ids = torch.full((len(prompts), width), self.pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        sync(self.device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                      max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False,
+                                      pad_token_id=self.pad)  # fmt: skip
+        sync(self.device)
+        return (out.shape[1] - width) * len(prompts) / (time.perf_counter() - t0)
+
+    def generate_batch(self, prompts: list[list[int]], max_tokens: int) -> float | str:
+        """HF's continuous batching (paged attention), where the model supports it; output tokens/s."""
+        if not hasattr(self.model, "generate_batch") or type(self.model).__name__ != "LlamaForCausalLM":
+            return "n/a"  # HF's continuous batching is attention-only
+        from transformers import GenerationConfig
+
+        gc = GenerationConfig(max_new_tokens=max_tokens, do_sample=False, eos_token_id=-1, pad_token_id=self.pad)
+        sync(self.device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate_batch(inputs=prompts, generation_config=gc)
+        sync(self.device)
+        return sum(len(o.generated_tokens) for o in out.values()) / (time.perf_counter() - t0)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ceiling(backend: Backend, prompts: list[list[int]], max_tokens: int) -> float:
+    """The family's own decode without the engine: output tokens/s of `max_tokens` greedy decode steps of
+    the whole batch (graph replays on the same slot pool, argmax on the device, one read at the end)."""
+    from archrouter.backends.base import PackedBatch
+    from archrouter.backends.engine.graphs import DecodeGraphs
+    from archrouter.backends.engine.pools import KVSlots, StatePool
+
+    model, n = backend.model, len(prompts)
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        if backend.family == "transformer":
+            need = sum(-(-(len(p) + 2 * max_tokens + 2) // 16) for p in prompts) + 2
+            pool = KVSlots(model, model.new_kv_pool(need, 16), n)
+        else:
+            pool = StatePool(model, n)
+        slots = [pool.alloc() for _ in prompts]
+        flat = [t for p in prompts for t in p]
+        batch = PackedBatch.build([len(p) for p in prompts], slots, dev)
+        last = pool.prefill(torch.tensor(flat, device=dev), batch, flat)
+        last_token = torch.zeros(n + 1, dtype=torch.long, device=dev)
+        index = torch.tensor(slots, device=dev)
+        last_token.index_copy_(0, index, last.argmax(-1))
+        graphs = DecodeGraphs(pool, last_token, [n], capture=dev.type == "cuda",
+                              max_context=backend.info.context_length)  # fmt: skip
+
+        def steps(k: int) -> None:
+            for _ in range(k):
+                out = graphs.decode(index, slots)
+                if out is None:  # no graph (CPU, or a capture failure): the same step eagerly
+                    out = pool.decode(last_token.index_select(0, index)[:, None], index, slots)
+                last_token.index_copy_(0, index, out.argmax(-1))
+
+        steps(2)  # capture and warm
+        sync(dev)
+        t0 = time.perf_counter()
+        steps(max_tokens)
+        sync(dev)
+        wall = time.perf_counter() - t0
+        for s in slots:
+            pool.release(s)
+    return n * max_tokens / wall
 
 
 # ----------------------------------------------------------------------------- part 1: batching
@@ -217,6 +327,9 @@ async def bench_batching(backend: Backend, args, budget: Budget, emit) -> list[d
             # rounds differently from a single row's (reported, not asserted)
             row["greedy_identical"] = (sum(a == b for a, b in zip(e_ids, s.pop("ids"), strict=True)) / n
                                        if s else None)  # fmt: skip
+            if args.anchors:
+                ids = [backend.tokenizer.encode(p, add_bos=True) for p in prompts]
+                row.update(anchor_row(backend, ids, args.max_tokens, e["tok_per_s"]))
             row["sequential"] = s
             st = engine.stats()
             row["decode_graphs_on"], row["decode_graph_replays"] = st["decode_graphs_on"], st["decode_graph_replays"]
@@ -229,13 +342,45 @@ async def bench_batching(backend: Backend, args, budget: Budget, emit) -> list[d
             ratio = row["throughput_ratio"]
             print(f"  {family:12s} {n:4d} streams: engine {e['tok_per_s']:8.1f} tok/s"
                   + (f", sequential {ref['tok_per_s']:8.1f} tok/s{' (est.)' if not s else ''}, x{ratio:.2f}"
-                     if ref else ""), flush=True)  # fmt: skip
+                     if ref else "") + anchor_text(row), flush=True)  # fmt: skip
     except Cut:
         rows.append({"family": family, "cut": "time budget (warm-up)"})
         emit()
     finally:
         await engine.close()
     return rows
+
+
+def anchor_row(backend: Backend, ids: list[list[int]], max_tokens: int, engine_tok_s: float) -> dict:
+    """HF generate / generate_batch and the ceiling on these prompts, with the engine's ratio to each."""
+    row: dict = {}
+    hf = backend.hf
+    if isinstance(hf, HFAnchor):
+        for key, fn in (("hf_generate", hf.generate), ("hf_generate_batch", hf.generate_batch)):
+            try:
+                fn(ids[:2], 4)  # warm: first-call allocations, kernel selection
+                row[key] = fn(ids, max_tokens)
+            except Exception as exc:  # an anchor that fails is reported, the engine's figures stand
+                row[key] = f"error {type(exc).__name__}: {str(exc)[:160]}"
+    else:
+        row["hf_generate"] = row["hf_generate_batch"] = hf
+    try:
+        row["ceiling"] = ceiling(backend, ids, max_tokens)
+    except Exception as exc:
+        row["ceiling"] = f"error {type(exc).__name__}: {str(exc)[:160]}"
+    for key in ("hf_generate", "hf_generate_batch", "ceiling"):
+        v = row[key]
+        row[f"x_{key}"] = engine_tok_s / v if isinstance(v, float) and v > 0 else None
+    return row
+
+
+def anchor_text(row: dict) -> str:
+    def f(key: str) -> str:
+        v, x = row.get(key), row.get(f"x_{key}")
+        return f"{v:9.1f} (x{x:5.2f})" if isinstance(v, float) else f"{str(v)[:24]:>17s}"
+    if "ceiling" not in row:
+        return ""
+    return f" | HF generate {f('hf_generate')}, generate_batch {f('hf_generate_batch')}, ceiling {f('ceiling')}"
 
 
 # ----------------------------------------------------------------------------- part 2: state cache
@@ -348,6 +493,17 @@ def table(results: dict) -> str:
                      f"{e['ttft_p50_ms']:8.1f}/{e['ttft_p99_ms']:<8.1f} {seq_ttft} | "
                      f"{e['itl_p50_ms']:6.1f}/{e['itl_p99_ms']:<6.1f} {seq_itl} | "
                      + (f"{r['greedy_identical']:.0%}" if r["greedy_identical"] is not None else "-"))
+    anchored = [r for r in results["batching"] if "ceiling" in r]
+    if anchored:
+        lines += ["", "engine vs what a user would run instead (HF transformers on the same checkpoint and prompts) "
+                  "and vs the family's own graph-captured decode loop (ceiling); output tok/s (engine / it)",
+                  "family       streams  engine tok/s | HF generate()       | HF generate_batch() | ceiling"]
+        for r in anchored:
+            def cell(key: str, r: dict = r) -> str:
+                v, x = r[key], r[f"x_{key}"]
+                return f"{v:9.1f} (x{x:6.2f})" if isinstance(v, float) else f"{str(v)[:19]:>19s}"
+            lines.append(f"{r['family']:12s} {r['streams']:7d}  {r['engine']['tok_per_s']:12.1f} | "
+                         f"{cell('hf_generate')} | {cell('hf_generate_batch')} | {cell('ceiling')}")
     lines += ["", "family       turns  doc tok  turn-N prompt  TTFT off ms  TTFT on ms  off/on  saved tok  identical"]
     for r in results["state_cache"]:
         if "cut" in r:
@@ -394,8 +550,10 @@ async def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"), help="results folder")
     ap.add_argument("--no-warm-each", dest="warm_each", action="store_false",
                     help="skip the untimed engine run before each stream count")
-    ap.add_argument("--cuda-graphs", action="store_true",
-                    help="engine decode steps of Mamba / RWKV-7 / xLSTM replayed from CUDA graphs (EngineConfig)")
+    ap.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                    help="engine decode steps eager (CUDA graphs are on by default on CUDA)")
+    ap.add_argument("--anchors", default=None, action=argparse.BooleanOptionalAction,
+                    help="HF generate()/generate_batch() and the ceiling beside each engine row (default: on CUDA)")
     ap.add_argument("--smoke", action="store_true", help="tiny run on CPU to check the script")
     ap.add_argument("--skip-conversation", action="store_true")
     ap.add_argument("--skip-batching", action="store_true", help="only the state-cache conversation (part 2)")
@@ -415,6 +573,9 @@ async def main() -> None:
     args.seq_max_streams = args.seq_max_streams if args.seq_max_streams is not None else (8 if cuda else 128)
     args.budget_s = args.budget_s if args.budget_s is not None else (330.0 if cuda else None)
     args.context = args.doc_tokens + 1024
+    args.anchors = args.anchors if args.anchors is not None else cuda
+    if args.size == "large" and args.streams == [1, 8, 32, 128]:
+        args.streams = [1, 32, 128]
     if args.threads:
         torch.set_num_threads(args.threads)
     if cuda and not torch.cuda.is_available():
@@ -447,6 +608,13 @@ async def main() -> None:
             try:
                 ckpt = make_checkpoint(family, args.size, Path(tmp))
                 backend = Backend(family, ckpt, args, args.device, dtype)
+                backend.hf = "n/a (no HF class)"
+                if args.anchors and family in HF_CLASSES:
+                    try:
+                        backend.hf = HFAnchor(backend)
+                        results["env"]["transformers"] = backend.hf.version
+                    except Exception as exc:
+                        backend.hf = f"error {type(exc).__name__}: {str(exc)[:160]}"
                 preset = SIZES[args.size][family][0]
                 results["models"][family] = {"preset": preset, "parameters": backend.info.parameters,
                                              "build_s": time.monotonic() - t0}

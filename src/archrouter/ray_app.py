@@ -20,6 +20,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from archrouter.backends.devices import gpu_share
 from archrouter.backends.protocol import BackendInfo, GenerationChunk, GenerationRequest
 from archrouter.policies.loader import load_policy
 
@@ -46,7 +47,9 @@ class ServeArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policy: str = "config/policy.yaml"
-    device: str = "cpu"
+    # auto: each backend replica asks Ray for a GPU share (one GPU each when the cluster has enough, else an
+    # equal fraction) unless its ray_actor_options name num_gpus, and runs on CUDA where it got one
+    device: str = "auto"
     settings: dict[str, Any] = Field(default_factory=dict)  # router Settings fields (redis_url, rpm, ...)
     ingress: DeploymentOptions = Field(default_factory=DeploymentOptions)
     backend_defaults: DeploymentOptions = Field(default_factory=DeploymentOptions)
@@ -127,6 +130,17 @@ class _Spec:
         self.__dict__.update(d)
 
 
+def _cluster_gpus() -> float:
+    """GPUs of the Ray cluster this deploy talks to (this machine's when Ray is not up yet)."""
+    import ray
+
+    if ray.is_initialized():
+        return float(ray.cluster_resources().get("GPU", 0))
+    import torch
+
+    return float(torch.cuda.device_count())
+
+
 def build(args: dict[str, Any]) -> Application:
     """Serve's application builder (`import_path: archrouter.ray_app:build` in config/serve.yaml)."""
     from archrouter.router.auth import KeyStore
@@ -148,10 +162,13 @@ def build(args: dict[str, Any]) -> Application:
         publish_now(settings.redis_url, Path(policy_file).read_text(encoding="utf-8"), policy.id,
                     channel=settings.policy_channel, key=settings.policy_key)
     handles = {}
+    share = gpu_share(_cluster_gpus(), len(policy.backends)) if cfg.device == "auto" else 0.0
     for name, spec in policy.backends.items():
         opts = cfg.backend_defaults.as_kwargs()
         if name in cfg.backends:  # what a backend sets wins over the defaults, field by field
             opts.update(cfg.backends[name].model_dump(exclude_unset=True, exclude_none=True))
+        if share and "num_gpus" not in opts.get("ray_actor_options", {}):
+            opts["ray_actor_options"] = {**opts.get("ray_actor_options", {}), "num_gpus": share}
         handles[name] = BackendServer.options(name=f"backend-{name}", **opts).bind(
             name, {**spec.model_dump(mode="json"), "checkpoint": _resolve(spec.checkpoint, Path(policy_file))},
             cfg.device, settings.redis_url

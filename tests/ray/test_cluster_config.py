@@ -64,3 +64,24 @@ def test_cpu_override_drops_gpus_and_keeps_the_rest(path, tmp_path):
     got = deployments(ray_app.build(args))
     assert all("num_gpus" not in d for d in got.values())
     assert all(d["num_cpus"] > 0 for d in got.values())
+
+
+def test_default_config_is_auto_and_asks_for_gpus_only_where_there_are_some():
+    import torch
+
+    from archrouter import ray_app
+    from archrouter.backends.devices import gpu_share, resolve_device
+
+    doc = yaml.safe_load((ROOT / "config/serve.yaml").read_text())
+    ServeDeploySchema.model_validate(doc)
+    args = doc["applications"][0]["args"]
+    assert args["device"] == "auto" and ray_app.ServeArgs().device == "auto"
+    got = deployments(ray_app.build(args))
+    gpus = torch.cuda.device_count()  # no Ray instance here: the deploying machine's GPUs
+    want = gpu_share(gpus, len(ZOO.backends))
+    for name in ZOO.backends:
+        assert got[f"backend-{name}"].get("num_gpus", 0) == want
+    assert got["router"].get("num_gpus", 0) == 0
+    assert resolve_device("auto") == ("cuda" if gpus else "cpu") and resolve_device("cpu") == "cpu"
+    # four backends: one GPU each from four GPUs up, else equal shares of the whole GPUs
+    assert [gpu_share(g, 4) for g in (0, 1, 2, 3, 4, 8)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]

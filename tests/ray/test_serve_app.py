@@ -63,7 +63,9 @@ def app(tmp_path_factory):
     policy.write_text(policy_text(models, name="ray-a"))
     ns = f"archrouter:test:{uuid.uuid4().hex}"
     port = free_port()
-    env = {"PYTHONPATH": str(ROOT), "ARCHROUTER_ENGINE_MAX_NUM_SEQS": "2", "ARCHROUTER_ENGINE_MAX_WAITING": "2"}
+    # the replicas import this checkout's code (src/), not whatever the environment has installed
+    env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "ARCHROUTER_ENGINE_MAX_NUM_SEQS": "2",
+           "ARCHROUTER_ENGINE_MAX_WAITING": "2"}
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": env})
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import torch
@@ -99,6 +100,52 @@ class Cache:
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
     n = int.from_bytes(data[:8], "little")
     return json.loads(data[8 : 8 + n]).get("__metadata__", {}) or {}
+
+
+@dataclass
+class PackedBatch:
+    """Prompt chunks of several sequences packed into one forward (no padding): `forward_packed`'s batch.
+
+    Sequence i feeds `lengths[i]` tokens, tokens `cu[i]:cu[i+1]` of the flat input, and reads and writes
+    its state in pool row `slots[i]` (the Transformer: its i-th row of the cache it is given). Built on
+    the host, where the lengths are known, and moved to the device in one copy: nothing in a forward reads
+    them back.
+    """
+
+    lengths: list[int]
+    cu_seqlens: torch.Tensor  # [S + 1] int32
+    slots: torch.Tensor  # [S] int32 (pool rows)
+    seq_of_token: torch.Tensor  # [N] long: which sequence each flat token belongs to
+    last: torch.Tensor  # [S] long: each sequence's last flat token (its logits are returned)
+    first: torch.Tensor  # [S] long: each sequence's first flat token
+    slot_list: list[int] = field(default_factory=list)
+
+    @property
+    def max_seqlen(self) -> int:
+        return max(self.lengths) if self.lengths else 0
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.lengths)
+
+    @classmethod
+    def build(cls, lengths: Sequence[int], slots: Sequence[int], device: torch.device | str = "cpu") -> PackedBatch:
+        lengths, slots = [int(n) for n in lengths], [int(s) for s in slots]
+        if any(n <= 0 for n in lengths) or len(lengths) != len(slots):
+            raise ValueError(f"every packed sequence needs at least one token and a slot: {lengths}, {slots}")
+        cu = [0]
+        for n in lengths:
+            cu.append(cu[-1] + n)
+        seq_of = [i for i, n in enumerate(lengths) for _ in range(n)]
+        n_seq, n_tok = len(lengths), cu[-1]
+        # one host tensor, one copy: [cu | slots | seq_of | last | first]
+        host = torch.tensor(cu + slots + seq_of + [c - 1 for c in cu[1:]] + cu[:-1], dtype=torch.long)
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            host = host.pin_memory()
+        t = host.to(dev, non_blocking=True)
+        a, b, c, d = n_seq + 1, 2 * n_seq + 1, 2 * n_seq + 1 + n_tok, 3 * n_seq + 1 + n_tok
+        return cls(lengths, t[:a].to(torch.int32), t[a:b].to(torch.int32), t[b:c], t[c:d], t[d:], slots)
 
 
 class CausalLM(torch.nn.Module, abc.ABC):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from archrouter.backends.base import Cache, CausalLM
+from archrouter.backends.base import Cache, CausalLM, PackedBatch
 from archrouter.kernels.selective_scan import (
     causal_conv1d,
     causal_conv1d_update,
@@ -150,7 +150,7 @@ class MambaMixer(nn.Module):
         return self._A
 
     def forward(self, h: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
-                slots: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+                slots: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int | None = None) -> torch.Tensor:
         batch, seqlen, _ = h.shape
         if seqlen > 1 and torch.is_grad_enabled() and self.A_log.requires_grad:
             return self._forward_train(h, conv_state, ssm_state, slots)
@@ -160,7 +160,8 @@ class MambaMixer(nn.Module):
         if seqlen == 1:
             x = causal_conv1d_update(x, weight, self.conv1d.bias, conv_state, slots)
         else:
-            x = causal_conv1d(x, weight, self.conv1d.bias, conv_state, cu_seqlens, slots, max_seqlen=seqlen)
+            x = causal_conv1d(x, weight, self.conv1d.bias, conv_state, cu_seqlens, slots,
+                              max_seqlen=max_seqlen or seqlen)
         x_dbl = self.x_proj(x)
         dt = F.linear(x_dbl[:, : self.dt_rank], self.dt_proj.weight)  # bias + softplus: fused in the kernel
         B = x_dbl[:, self.dt_rank : self.dt_rank + self.d_state]
@@ -170,7 +171,7 @@ class MambaMixer(nn.Module):
             y = selective_state_update(x, dt, A, B, C, self.D, z, self.dt_proj.bias, ssm_state, slots)
         else:
             y = selective_scan(x, dt, A, B, C, self.D, z, self.dt_proj.bias, ssm_state, cu_seqlens, slots,
-                               max_seqlen=seqlen)
+                               max_seqlen=max_seqlen or seqlen)
         return self.out_proj(y.view(batch, seqlen, self.d_inner))
 
     def _forward_train(self, h: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
@@ -271,6 +272,17 @@ class MambaLM(CausalLM):
         h = self.backbone.norm_f(h)
         head = self.backbone.embeddings.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(h.to(head.dtype), head).float(), cache
+
+    def forward_packed(self, input_ids: torch.Tensor, cache: MambaCache, batch: PackedBatch) -> torch.Tensor:
+        """Prompt chunks of several sequences in one forward: input_ids [N] packed by `batch`, each
+        sequence's state in pool row `batch.slots[i]` (updated in place). Logits [S, vocab] of every
+        sequence's last token (the only ones sampled: the head runs on S rows, not N)."""
+        h = self.backbone.embeddings(input_ids)[None]
+        for i, layer in enumerate(self.backbone.layers):
+            h = layer(h, cache.conv(i), cache.ssm(i), batch.slots, batch.cu_seqlens, batch.max_seqlen)
+        h = self.backbone.norm_f(h[0].index_select(0, batch.last))
+        head = self.backbone.embeddings.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(h.to(head.dtype), head).float()
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

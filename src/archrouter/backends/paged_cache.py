@@ -192,6 +192,10 @@ class _Step:
     cu_seqlens_k: torch.Tensor | None = None
     cu_seqlens_q: torch.Tensor | None = None
     tokens: list[list[int]] = field(default_factory=list)
+    max_new: int = 1  # the most new tokens of one row (the packed attention's max_seqlen_q)
+
+
+UNKNOWN = -1  # a token id the host does not know yet (never a real id: such a block is never published)
 
 
 class PagedKVCache(Cache):
@@ -333,16 +337,23 @@ class PagedKVCache(Cache):
         return s.length
 
     # -- one forward -----------------------------------------------------------------------------
-    def prepare(self, input_ids: torch.Tensor) -> None:
-        """Make room for input_ids [B, T] (raises OutOfBlocks with nothing changed), plan the writes."""
+    def prepare(self, input_ids: torch.Tensor, lengths: list[int] | None = None) -> None:
+        """Make room for input_ids [B, T] (raises OutOfBlocks with nothing changed), plan the writes.
+
+        `lengths` (packed prefill): input_ids [1, N] holds row i's `lengths[i]` new tokens one row after
+        another (no padding), and attention runs over the packed batch with cumulative offsets."""
         host_ids, self._host_ids = self._host_ids, None  # good for this forward only
         bsz, t = input_ids.shape
-        if bsz != self.batch_size:
+        if lengths is not None:
+            if bsz != 1 or sum(lengths) != t or len(lengths) != self.batch_size:
+                raise ValueError(f"packed input [1, {t}] does not hold lengths {lengths} of {self.batch_size} rows")
+        elif bsz != self.batch_size:
             raise ValueError(f"input batch {bsz} != cache batch {self.batch_size}")
+        news = lengths if lengths is not None else [t] * bsz
         alloc, bs = self.pool.allocator, self.pool.block_size
         plans, needed = [], 0
-        for s in self.seqs:
-            new_blocks = -(-(s.length + t) // bs) - len(s.blocks)
+        for s, n in zip(self.seqs, news, strict=True):
+            new_blocks = -(-(s.length + n) // bs) - len(s.blocks)
             cow = s.length % bs != 0 and alloc.refcount[s.blocks[-1]] > 1
             plans.append((new_blocks, cow))
             needed += new_blocks + cow
@@ -355,36 +366,53 @@ class PagedKVCache(Cache):
                 alloc.free(s.blocks[-1])
                 s.blocks[-1] = copy
             s.blocks.extend(alloc.allocate(new_blocks))
-        self._plan(input_ids, host_ids)
+        self._plan(input_ids, host_ids, lengths)
 
     def will_feed(self, ids: list[list[int]]) -> None:
+        """The next forward's ids as the host knows them; `UNKNOWN` for ids the device holds (a decode
+        step reading the last sampled tokens on the device), filled in later by `fill_tokens`."""
         self._host_ids = ids
 
-    def _plan(self, input_ids: torch.Tensor, host_ids: list[list[int]] | None) -> None:
+    def fill_tokens(self, row: int, tokens: list[int]) -> None:
+        """The host learned the ids of row `row`'s last `len(tokens)` positions: record and publish them."""
+        s = self.seqs[row]
+        n = min(len(tokens), s.length)
+        s.tokens[s.length - n :] = [int(t) for t in tokens[:n]]
+        self._publish(s)
+
+    def _plan(self, input_ids: torch.Tensor, host_ids: list[list[int]] | None, lengths: list[int] | None) -> None:
         if host_ids is not None and (len(host_ids), len(host_ids[0])) != tuple(input_ids.shape):
             host_ids = None  # not this forward's: read the ids back
         dev = self.pool.k.device
         t = input_ids.shape[1]
+        news = lengths if lengths is not None else [t] * len(self.seqs)
         slots, ctx, gather = [], [], []
-        for s in self.seqs:
-            slots.extend(self._rows_list(s, s.length + t, start=s.length))
-            ctx.append(s.length + t)
+        for s, n in zip(self.seqs, news, strict=True):
+            slots.extend(self._rows_list(s, s.length + n, start=s.length))
+            ctx.append(s.length + n)
             if t > 1:  # prefill reads every context token back as one packed batch; decode reads blocks
-                gather.extend(self._rows_list(s, s.length + t))
+                gather.extend(self._rows_list(s, s.length + n))
         width = max(len(s.blocks) for s in self.seqs)
         table = [s.blocks + [0] * (width - len(s.blocks)) for s in self.seqs]
+        flat = host_ids if host_ids is not None else input_ids.tolist()
+        if lengths is not None:  # one packed row: each sequence's tokens, in order
+            cut = _cumsum(lengths)
+            tokens = [flat[0][b:e] for b, e in zip([0, *cut[:-1]], cut, strict=True)]
+        else:
+            tokens = flat
         step = _Step(
             new_tokens=t,
             slots=torch.tensor(slots, dtype=torch.long, device=dev),
             context_lens=torch.tensor(ctx, dtype=torch.int32, device=dev),
             block_tables=torch.tensor(table, dtype=torch.int32, device=dev),
             max_context=max(ctx),
-            tokens=host_ids if host_ids is not None else input_ids.tolist(),
+            tokens=tokens,
+            max_new=max(news),
         )
         if t > 1:
             step.gather_rows = torch.tensor(gather, dtype=torch.long, device=dev)
             step.cu_seqlens_k = torch.tensor([0, *_cumsum(ctx)], dtype=torch.int32, device=dev)
-            step.cu_seqlens_q = torch.arange(0, (len(ctx) + 1) * t, t, dtype=torch.int32, device=dev)
+            step.cu_seqlens_q = torch.tensor([0, *_cumsum(news)], dtype=torch.int32, device=dev)
         self._step = step
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -405,7 +433,7 @@ class PagedKVCache(Cache):
         k_ctx = kc.flatten(0, 1).index_select(0, step.gather_rows)  # [sum ctx, Hkv, D]
         v_ctx = vc.flatten(0, 1).index_select(0, step.gather_rows)
         q_packed = q.transpose(1, 2).reshape(bsz * t, hq, d)
-        out = attn.attention_varlen(q_packed, k_ctx, v_ctx, step.cu_seqlens_q, step.cu_seqlens_k, t,
+        out = attn.attention_varlen(q_packed, k_ctx, v_ctx, step.cu_seqlens_q, step.cu_seqlens_k, step.max_new,
                                     scale=scale)  # fmt: skip
         return out.view(bsz, t, hq, d).transpose(1, 2)
 
@@ -425,7 +453,10 @@ class PagedKVCache(Cache):
         bs, alloc = self.pool.block_size, self.pool.allocator
         for i in range(len(s.hashes), s.length // bs):
             parent = s.hashes[-1] if s.hashes else None
-            h = block_hash(parent, s.tokens[i * bs : (i + 1) * bs])
+            block = s.tokens[i * bs : (i + 1) * bs]
+            if UNKNOWN in block:  # ids fed from the device, not known here yet (`fill_tokens` publishes it)
+                return
+            h = block_hash(parent, block)
             s.blocks[i] = alloc.register(s.blocks[i], h)
             s.hashes.append(h)
 
@@ -444,3 +475,54 @@ def _cumsum(xs: list[int]) -> list[int]:
         total += x
         out.append(total)
     return out
+
+
+class StaticDecode:
+    """Fixed-address decode inputs for a captured (CUDA-graph) paged decode step of up to `max_batch` rows.
+
+    The host plans a step as usual (`PagedKVCache.prepare`: blocks allocated, tables built), `load` copies
+    the plan into these buffers (padding rows write into a scratch block the pool lends for good and read
+    one token of it), and `cache(b, bucket)` is a cache whose `attend` reads the buffers: what a graph
+    captured once replays for any step of that batch and context bucket.
+    """
+
+    def __init__(self, pool: PagedKVPool, max_batch: int, max_context: int):
+        self.pool = pool
+        self.max_batch = max_batch
+        self.max_blocks = -(-max_context // pool.block_size)
+        self.max_context = self.max_blocks * pool.block_size
+        (self.scratch_block,) = pool.allocator.allocate(1)
+        dev = pool.k.device
+        self.write_rows = torch.full((max_batch,), self.scratch_block * pool.block_size, dtype=torch.long,
+                                     device=dev)  # fmt: skip
+        self.context_lens = torch.ones(max_batch, dtype=torch.int32, device=dev)
+        self.block_tables = torch.full((max_batch, self.max_blocks), self.scratch_block, dtype=torch.int32,
+                                       device=dev)  # fmt: skip
+
+    def fits(self, view: PagedKVCache) -> bool:
+        return all(s.length + 1 <= self.max_context for s in view.seqs)
+
+    def load(self, view: PagedKVCache, b: int) -> int:
+        """Plan one decode step of `view`'s rows (ids unknown to the host) and copy it into the buffers;
+        returns the step's longest context (after the step)."""
+        n = view.batch_size
+        view.will_feed([[UNKNOWN]] * n)
+        view.prepare(torch.empty((n, 1), device="meta"))
+        step = view._step
+        width = step.block_tables.shape[1]
+        self.write_rows[:n].copy_(step.slots)
+        self.context_lens[:n].copy_(step.context_lens)
+        self.block_tables[:n, :width].copy_(step.block_tables)
+        if b > n:
+            self.write_rows[n:b].fill_(self.scratch_block * self.pool.block_size)
+            self.context_lens[n:b].fill_(1)
+            self.block_tables[n:b, 0].fill_(self.scratch_block)
+        return step.max_context
+
+    def cache(self, b: int, max_context: int) -> PagedKVCache:
+        """A cache whose one planned step is these buffers' first `b` rows (for the captured layers)."""
+        cache = PagedKVCache(self.pool, [])
+        cache._released = True
+        cache._step = _Step(new_tokens=1, slots=self.write_rows[:b], context_lens=self.context_lens[:b],
+                            block_tables=self.block_tables[:b], max_context=max_context)  # fmt: skip
+        return cache

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from archrouter.backends.base import Cache, CausalLM
+from archrouter.backends.base import Cache, CausalLM, PackedBatch
 from archrouter.kernels.wkv7 import wkv7
 from archrouter.kernels.wkv7.train import wkv7_dense
 
@@ -89,6 +89,16 @@ def _shift(x: torch.Tensor, shift: torch.Tensor, slots: torch.Tensor | None) -> 
     return prev
 
 
+def _shift_packed(x: torch.Tensor, shift: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+    """`_shift` over packed sequences x [1, N, C]: a sequence's first token follows its slot's cached
+    last token, never the previous sequence's tokens; then each slot keeps its sequence's last token."""
+    flat = x[0]
+    prev = torch.cat([flat.new_zeros(1, flat.shape[1]), flat[:-1]], 0)
+    prev[batch.first] = shift[batch.slots.long()].to(x.dtype)
+    shift[batch.slots.long()] = flat.index_select(0, batch.last).to(shift.dtype)
+    return prev[None]
+
+
 class TimeMix(nn.Module):
     def __init__(self, cfg: dict[str, Any], layer_id: int):
         super().__init__()
@@ -120,11 +130,11 @@ class TimeMix(nn.Module):
 
     def forward(
         self, x: torch.Tensor, shift: torch.Tensor, state: torch.Tensor, v_first: torch.Tensor | None,
-        slots: torch.Tensor | None = None,
+        slots: torch.Tensor | None = None, packed: PackedBatch | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
-        xx = _shift(x, shift, slots) - x
+        xx = (_shift(x, shift, slots) if packed is None else _shift_packed(x, shift, packed)) - x
         mixes = (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)
         xr, xw, xk, xv, xa, xg = (x + xx * m for m in mixes)
 
@@ -148,6 +158,8 @@ class TimeMix(nn.Module):
             y, last = wkv7_dense(*args, state)  # training: differentiable and batched
             with torch.no_grad():
                 state.copy_(last)
+        elif packed is not None:
+            y = wkv7(*args, state, packed.slots, packed.cu_seqlens)
         else:
             y = wkv7(*args, state, slots)
         y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
@@ -165,9 +177,10 @@ class ChannelMix(nn.Module):
         self.value = nn.Linear(cfg["dim_ffn"], c, bias=False)
 
     def forward(
-        self, x: torch.Tensor, shift: torch.Tensor, slots: torch.Tensor | None = None
+        self, x: torch.Tensor, shift: torch.Tensor, slots: torch.Tensor | None = None,
+        packed: PackedBatch | None = None,
     ) -> torch.Tensor:
-        xx = _shift(x, shift, slots) - x
+        xx = (_shift(x, shift, slots) if packed is None else _shift_packed(x, shift, packed)) - x
         k = torch.relu(self.key(x + xx * self.x_k)) ** 2
         return self.value(k)
 
@@ -236,6 +249,17 @@ class RWKV7(CausalLM):
             x = x + out
             x = x + blk.ffn(blk.ln2(x), cache.ffn_shift(i), slots)
         return self.head(self.ln_out(x)), cache
+
+    def forward_packed(self, input_ids: torch.Tensor, cache: RWKVCache, batch: PackedBatch) -> torch.Tensor:
+        """Prompt chunks of several sequences in one forward: input_ids [N] packed by `batch`, sequence i's
+        state in pool row `batch.slots[i]` (updated in place). Logits [S, vocab] of each last token."""
+        x = self.blocks[0].ln0(self.emb(input_ids[None]))
+        v_first = None
+        for i, blk in enumerate(self.blocks):
+            out, v_first = blk.att(blk.ln1(x), cache.att_shift(i), cache.wkv(i), v_first, packed=batch)
+            x = x + out
+            x = x + blk.ffn(blk.ln2(x), cache.ffn_shift(i), packed=batch)
+        return self.head(self.ln_out(x[0].index_select(0, batch.last)))
 
     @torch.no_grad()
     def reset_parameters(self, seed: int = 0) -> None:

@@ -31,8 +31,8 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import save as st_save
 from torch import nn
 
-from archrouter.backends.base import SNAPSHOT_FORMAT, Cache, CausalLM
-from archrouter.backends.paged_cache import PagedKVCache, PagedKVPool
+from archrouter.backends.base import SNAPSHOT_FORMAT, Cache, CausalLM, PackedBatch
+from archrouter.backends.paged_cache import PagedKVCache, PagedKVPool, StaticDecode
 from archrouter.kernels import attention as attn_kernels
 from archrouter.kernels._dispatch import use_triton
 
@@ -458,12 +458,15 @@ class Transformer(CausalLM):
 
     def _forward_paged(self, input_ids: torch.Tensor, cache: PagedKVCache) -> tuple[torch.Tensor, PagedKVCache]:
         B, T = input_ids.shape
-        lengths = cache.lengths.to(input_ids.device)
-        positions = lengths[:, None] + torch.arange(T, device=input_ids.device)
+        host = [s.length for s in cache.seqs]  # the host knows every row's length: no device read
+        lengths = torch.tensor(host, dtype=torch.long)
+        dev = input_ids.device
+        lengths = (lengths.pin_memory() if dev.type == "cuda" else lengths).to(dev, non_blocking=True)
+        positions = lengths[:, None] + torch.arange(T, device=dev)
         cache.prepare(input_ids)  # allocates blocks; OutOfBlocks leaves the cache as it was
         x = self.model["embed_tokens"](input_ids)
         if self._kernels(x):
-            table = self._rope_table(x.device, int(positions.max()) + 1)
+            table = self._rope_table(x.device, max(host) + T)
             step = Step(None, None, None, None, kernels=True, positions=positions, rope_table=table)
         else:
             cos, sin = self._rope(positions, x.dtype)
@@ -472,6 +475,69 @@ class Transformer(CausalLM):
             x = block(x, cache, i, step)
         cache.commit()
         return self.lm_head(self.model["norm"](x)).float(), cache
+
+    # -- captured paged decode (engine.graphs): the host plans, the graph replays the layers -------------
+
+    def static_decode_buffers(self, max_batch: int, max_context: int, pool: PagedKVPool) -> StaticDecode:
+        static = StaticDecode(pool, max_batch, min(max_context, self.context_length))
+        self._rope_table(pool.k.device, static.max_context + 1)  # allocated now: a graph keeps its address
+        return static
+
+    def prepare_static(self, view: PagedKVCache, static: StaticDecode, b: int) -> int | None:
+        """Plan a decode step of `view` into `static`; its context bucket (None: too long for the buffers)."""
+        if not static.fits(view):
+            return None
+        longest = static.load(view, b)
+        bucket = 512
+        while bucket < longest:
+            bucket *= 2
+        return min(bucket, static.max_context)
+
+    def decode_static(self, ids: torch.Tensor, static: StaticDecode, b: int, max_context: int) -> torch.Tensor:
+        """The layers of one decode step over `static`'s first `b` rows: logits [b, vocab] (what is captured)."""
+        cache = static.cache(b, max_context)
+        positions = cache._step.context_lens[:, None].long() - 1
+        x = self.model["embed_tokens"](ids)
+        if self._kernels(x):
+            step = Step(None, None, None, None, kernels=True, positions=positions,
+                        rope_table=self._rope_tables[x.device])  # fmt: skip
+        else:
+            cos, sin = self._rope(positions, x.dtype)
+            step = Step(cos, sin, None, None)
+        for i, block in enumerate(self.model["layers"]):
+            x = block(x, cache, i, step)
+        return self.lm_head(self.model["norm"](x[:, -1])).float()
+
+    @staticmethod
+    def commit_static(view: PagedKVCache) -> None:
+        view.commit()
+
+    @staticmethod
+    def abort_static(view: PagedKVCache) -> None:
+        view._step = None  # the blocks it allocated stay with their rows; the eager step reuses them
+
+    def forward_packed(self, input_ids: torch.Tensor, cache: PagedKVCache, batch: PackedBatch) -> torch.Tensor:
+        """Prompt chunks of several sequences in one forward, no padding: input_ids [N] packed by `batch`,
+        row i of the paged `cache` taking `batch.lengths[i]` tokens (its K/V written into its blocks).
+        Logits [S, vocab] of every row's last token (the head runs on S rows, not N)."""
+        if not isinstance(cache, PagedKVCache):
+            raise TypeError("packed prefill needs a PagedKVCache (the engine's block pool)")
+        dev = input_ids.device
+        host_pos = [s.length + j for s, n in zip(cache.seqs, batch.lengths, strict=True) for j in range(n)]
+        positions = torch.tensor(host_pos, dtype=torch.long)
+        positions = (positions.pin_memory() if dev.type == "cuda" else positions).to(dev, non_blocking=True)[None]
+        cache.prepare(input_ids[None], batch.lengths)
+        x = self.model["embed_tokens"](input_ids[None])
+        if self._kernels(x):
+            step = Step(None, None, None, None, kernels=True, positions=positions,
+                        rope_table=self._rope_table(dev, max(host_pos) + 1))  # fmt: skip
+        else:
+            cos, sin = self._rope(positions, x.dtype)
+            step = Step(cos, sin, None, None)
+        for i, block in enumerate(self.model["layers"]):
+            x = block(x, cache, i, step)
+        cache.commit()
+        return self.lm_head(self.model["norm"](x[0].index_select(0, batch.last))).float()
 
     def forward(
         self, input_ids: torch.Tensor, cache: Cache | None = None

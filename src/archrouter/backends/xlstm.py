@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from archrouter.backends.base import Cache, CausalLM
+from archrouter.backends.base import Cache, CausalLM, PackedBatch
 from archrouter.kernels.mlstm import mlstm_chunkwise, mlstm_step
 from archrouter.kernels.mlstm.train import mlstm_chunkwise_dense
 from archrouter.kernels.slstm import slstm_scan, slstm_step
@@ -60,6 +61,56 @@ def _batch_rows(cache: Cache, B: int, T: int, device: torch.device) -> tuple[tor
     slots = torch.arange(B, dtype=torch.int32, device=device)
     cu = torch.arange(0, (B + 1) * T, T, dtype=torch.int32, device=device)
     return slots, cu
+
+
+MLSTM_CHUNK = 64  # the Triton chunkwise kernel's chunk size
+
+
+@dataclass
+class Rows:
+    """Where one forward's sequences live in the state pool, computed once and shared by every layer.
+
+    Dense (B, T) batches: row b reads and writes pool row slots[b] (slots None: row b itself). Packed
+    batches (`packed`): flat tokens, sequence i in pool row packed.slots[i]."""
+
+    slots: torch.Tensor  # [S] int32
+    cu: torch.Tensor  # [S + 1] int32
+    dense: tuple[int, int] | None = None
+    packed: PackedBatch | None = None
+    layout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # mLSTM chunks (packed)
+    identity: bool = False  # dense rows that are pool rows 0..B-1 (no slot indexing needed)
+
+    @classmethod
+    def of_dense(cls, B: int, T: int, device: torch.device, slots: torch.Tensor | None = None) -> Rows:
+        own, cu = _batch_rows(None, B, T, device)
+        if slots is None:
+            return cls(own, cu, dense=(B, T), identity=True)
+        return cls(slots.to(device=device, dtype=torch.int32), cu, dense=(B, T))
+
+    @classmethod
+    def of_packed(cls, batch: PackedBatch) -> Rows:
+        # the mLSTM chunk layout from the host lengths: no device read inside the forward
+        coff, seq, start = [0], [], []
+        for i, (b, n) in enumerate(zip([0, *_running(batch.lengths)], batch.lengths, strict=False)):
+            c = -(-n // MLSTM_CHUNK)
+            coff.append(coff[-1] + c)
+            seq += [i] * c
+            start += [b + j * MLSTM_CHUNK for j in range(c)]
+        host = torch.tensor(coff + seq + start, dtype=torch.int32)
+        dev = batch.cu_seqlens.device
+        if dev.type == "cuda":
+            host = host.pin_memory()
+        t = host.to(dev, non_blocking=True)
+        a, b = len(coff), len(coff) + len(seq)
+        return cls(batch.slots, batch.cu_seqlens, packed=batch, layout=(t[:a], t[a:b], t[b:]))
+
+
+def _running(lengths: list[int]) -> list[int]:
+    out, total = [], 0
+    for n in lengths:
+        total += n
+        out.append(total)
+    return out
 
 
 def soft_cap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
@@ -134,7 +185,7 @@ class MLSTMLayer(nn.Module):
         dk, dv = self.qk_dim // self.nh, self.v_dim // self.nh
         return {"C": (self.nh, dk, dv), "n": (self.nh, dk), "m": (self.nh,)}
 
-    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int, rows: Rows | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         if self.fused:
             q, k, v, o = self.qkv_opreact(x).split([self.qk_dim, self.qk_dim, self.v_dim, self.v_dim], -1)
@@ -142,15 +193,17 @@ class MLSTMLayer(nn.Module):
         else:
             q, k, v, o = self.q(x), self.k(x), self.v(x), self.ogate_preact(x)
             ig, fg = soft_cap(self.igate_preact(x), self.cap), soft_cap(self.fgate_preact(x), self.cap)
-        h = _mlstm(q, k, v, ig, fg, cache, idx, self.nh, scale=None, eps=self.eps)
+        h = _mlstm(q, k, v, ig, fg, cache, idx, self.nh, scale=None, eps=self.eps, rows=rows)
         return self.out_proj(torch.sigmoid(o) * self.multihead_norm(h.view(B, T, self.nh, -1)))
 
 
-def _mlstm(q, k, v, ig, fg, cache: XLSTMCache, idx: int, nh: int, *, scale, eps) -> torch.Tensor:
+def _mlstm(q, k, v, ig, fg, cache: XLSTMCache, idx: int, nh: int, *, scale, eps, rows: Rows | None = None
+           ) -> torch.Tensor:  # fmt: skip
     """(B, T, H*D) projections -> (B, T, H, V) through the kernels, cache rows = slots."""
     B, T, _ = q.shape
     C, n, m = cache.layer(idx, "C", "n", "m")
-    slots, cu = _batch_rows(cache, B, T, q.device)
+    rows = rows or Rows.of_dense(B, T, q.device)
+    slots, cu = rows.slots, rows.cu
     args = (
         q.reshape(B * T, nh, -1),
         k.reshape(B * T, nh, -1),
@@ -168,10 +221,10 @@ def _mlstm(q, k, v, ig, fg, cache: XLSTMCache, idx: int, nh: int, *, scale, eps)
         with torch.no_grad():
             for pool, value in zip((C, n, m), last, strict=True):
                 pool.copy_(value)
-    elif T == 1:
+    elif T == 1 if rows.packed is None else rows.packed.num_tokens == len(rows.packed.lengths):  # one token each
         h = mlstm_step(*args, scale=scale, eps=eps)
     else:
-        h = mlstm_chunkwise(*args, cu, scale=scale, eps=eps, dense=(B, T))
+        h = mlstm_chunkwise(*args, cu, scale=scale, eps=eps, dense=rows.dense, layout=rows.layout)
     return h.view(B, T, nh, -1)
 
 
@@ -205,8 +258,8 @@ class XLSTMBlock(nn.Module):
         self.norm_ffn = RMSNorm(d, eps, bias)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int) -> torch.Tensor:
-        x = x + self.mlstm_layer(self.norm_mlstm(x), cache, idx)
+    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int, rows: Rows | None = None) -> torch.Tensor:
+        x = x + self.mlstm_layer(self.norm_mlstm(x), cache, idx, rows)
         return x + self.ffn(self.norm_ffn(x))
 
 
@@ -267,13 +320,38 @@ class XLSTMForCausalLM(CausalLM):
                 )
         return XLSTMCache(tensors, {"arch": "xLSTMForCausalLM"})
 
-    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None) -> tuple[torch.Tensor, XLSTMCache]:
-        cache = self.init_cache(input_ids.shape[0]) if cache is None else cache
+    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None, *, slots: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, XLSTMCache]:  # fmt: skip
+        """Logits [B, T, vocab]; `slots` [B] (optional): the cache is a state pool and row b of the
+        batch reads and writes pool row slots[b]."""
+        cache = _check_cache(self, input_ids, cache, slots)
+        rows = Rows.of_dense(*input_ids.shape, input_ids.device, slots)
         x = self.backbone.embeddings(input_ids)
         for idx, block in enumerate(self.backbone.blocks):
-            x = block(x, cache, idx)
+            x = block(x, cache, idx, rows)
         logits = self.lm_head(self.backbone.out_norm(x)).float()
         return soft_cap(logits, self.config["output_logit_soft_cap"]), cache
+
+    def forward_packed(self, input_ids: torch.Tensor, cache: XLSTMCache, batch: PackedBatch) -> torch.Tensor:
+        """Prompt chunks packed by `batch` (input_ids [N]); logits [S, vocab] of each sequence's last token."""
+        rows = Rows.of_packed(batch)
+        x = self.backbone.embeddings(input_ids[None])
+        for idx, block in enumerate(self.backbone.blocks):
+            x = block(x, cache, idx, rows)
+        logits = self.lm_head(self.backbone.out_norm(x[0].index_select(0, batch.last))).float()
+        return soft_cap(logits, self.config["output_logit_soft_cap"])
+
+
+def _check_cache(model: CausalLM, input_ids: torch.Tensor, cache: Cache | None, slots: torch.Tensor | None
+                 ) -> Cache:  # fmt: skip
+    B = input_ids.shape[0]
+    if cache is None:
+        if slots is not None:
+            raise ValueError("slots index into a cache: pass the pool")
+        return model.init_cache(B)
+    if slots is None and cache.batch_size != B:
+        raise ValueError(f"cache holds {cache.batch_size} sequences, input_ids {B}; gather() the rows or pass slots")
+    return cache
 
 
 # ------------------------------------------------------------------ xlstm package: mLSTM blocks
@@ -324,12 +402,38 @@ class CausalConv(nn.Module):
         self.kernel = kernel
         self.conv = nn.Conv1d(features, features, kernel, padding=kernel - 1, groups=features, bias=True)
 
-    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int, rows: Rows | None = None) -> torch.Tensor:
         state = cache.tensors[f"{idx}.conv"]
-        xp = torch.cat([state.to(x.dtype), x], 1)
-        state.copy_(xp[:, -(self.kernel - 1) :])  # in place: the cache is a pool (and CUDA-graph safe)
+        if rows is not None and rows.packed is not None:
+            return self._packed(x, state, rows.packed)
+        own = rows is None or rows.identity
+        prev = state if own else state[rows.slots.long()]
+        xp = torch.cat([prev.to(x.dtype), x], 1)
+        if own:
+            state.copy_(xp[:, -(self.kernel - 1) :])  # in place: the cache is a pool (and CUDA-graph safe)
+        else:
+            state[rows.slots.long()] = xp[:, -(self.kernel - 1) :].to(state.dtype)
         y = F.conv1d(xp.transpose(1, 2), self.conv.weight, self.conv.bias, groups=xp.shape[-1])
         return y.transpose(1, 2)
+
+    def _packed(self, x: torch.Tensor, state: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+        """Packed sequences x [1, N, W]: each sequence's window starts from its slot's kept inputs. The
+        flat tokens are laid out with each sequence's k-1 kept inputs before it, then read k times shifted."""
+        k1, (n, w) = self.kernel - 1, x.shape[1:]
+        s = len(batch.lengths)
+        slots = batch.slots.long()
+        tok = torch.arange(n, device=x.device) + (batch.seq_of_token + 1) * k1  # each token's row in ext
+        lead = (batch.first + torch.arange(s, device=x.device) * k1)[:, None] + torch.arange(k1, device=x.device)
+        ext = x.new_empty(n + s * k1, w)
+        ext[tok] = x[0]
+        ext[lead.flatten()] = state[slots].to(x.dtype).flatten(0, 1)
+        weight = self.conv.weight[:, 0]  # [W, kernel]
+        y = self.conv.bias.to(x.dtype).expand(n, w).clone() if self.conv.bias is not None else x.new_zeros(n, w)
+        for j in range(self.kernel):
+            y = y + ext[tok - k1 + j] * weight[:, j]
+        end = (batch.last + (torch.arange(s, device=x.device) + 1) * k1)[:, None]
+        state[slots] = ext[(end - k1 + 1 + torch.arange(k1, device=x.device)).flatten()].view(s, k1, w).to(state.dtype)
+        return y[None]
 
 
 class PackageMLSTMLayer(nn.Module):
@@ -361,15 +465,15 @@ class PackageMLSTMLayer(nn.Module):
             "conv": (self.conv1d.kernel - 1, self.inner),
         }
 
-    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int, rows: Rows | None = None) -> torch.Tensor:
         xm, z = self.proj_up(x).split([self.inner, self.inner], -1)
-        xc = F.silu(self.conv1d(xm, cache, idx))
+        xc = F.silu(self.conv1d(xm, cache, idx, rows))
         q, k, v = self.q_proj(xc), self.k_proj(xc), self.v_proj(xm)
         gates_in = torch.cat([q, k, v], -1)
         ig, fg = self.mlstm_cell.igate(gates_in), self.mlstm_cell.fgate(gates_in)
         # the package scales k (not q) by D^-1/2; doing the same keeps our states equal to its states
         k = k * (self.inner // self.nh) ** -0.5
-        h = _mlstm(q, k, v, ig, fg, cache, idx, self.nh, scale=1.0, eps=1e-6)
+        h = _mlstm(q, k, v, ig, fg, cache, idx, self.nh, scale=1.0, eps=1e-6, rows=rows)
         h = self.mlstm_cell.outnorm(h) + self.learnable_skip * xc
         return self.proj_down(h * F.silu(z))
 
@@ -387,8 +491,8 @@ class PackageBlock(nn.Module):
         else:
             self.ffn = None
 
-    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int) -> torch.Tensor:
-        x = x + self.xlstm(self.xlstm_norm(x), cache, idx)
+    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int, rows: Rows | None = None) -> torch.Tensor:
+        x = x + self.xlstm(self.xlstm_norm(x), cache, idx, rows)
         return x if self.ffn is None else x + self.ffn(self.ffn_norm(x))
 
 
@@ -516,9 +620,9 @@ class SLSTMLayer(nn.Module):
             shapes["conv"] = (self.kernel - 1, self.d)
         return shapes
 
-    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: XLSTMCache, idx: int, rows: Rows | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        xc = F.silu(self.conv1d(x, cache, idx)) if self.kernel > 0 else x
+        xc = F.silu(self.conv1d(x, cache, idx, rows)) if self.kernel > 0 else x
         # The package feeds `fgate`'s output to the input-gate slot and `igate`'s to the forget-gate
         # slot (sLSTMLayer.forward: `i, f = self.fgate(x_conv), self.igate(x_conv)`); keep that
         # so its checkpoints mean the same thing here.
@@ -533,8 +637,12 @@ class SLSTMLayer(nn.Module):
                 for pool, value in zip((h, c, n, m), last, strict=True):
                     pool.copy_(value)
             return self.group_norm(y)
-        slots, cu = _batch_rows(cache, B, T, x.device)
-        y = slstm_step(pre, R, b, h, c, n, m, slots) if T == 1 else slstm_scan(pre, R, b, h, c, n, m, slots, cu)
+        rows = rows or Rows.of_dense(B, T, x.device)
+        one_each = T == 1 if rows.packed is None else rows.packed.num_tokens == len(rows.packed.lengths)
+        if one_each:
+            y = slstm_step(pre, R, b, h, c, n, m, rows.slots)
+        else:
+            y = slstm_scan(pre, R, b, h, c, n, m, rows.slots, rows.cu)
         return self.group_norm(y.view(B, T, self.nh, self.dh))
 
 
@@ -588,12 +696,24 @@ class XLSTMLMModel(CausalLM):
                 tensors[f"{idx}.{name}"] = t
         return XLSTMCache(tensors, {"arch": "xLSTMLMModel"})
 
-    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None) -> tuple[torch.Tensor, XLSTMCache]:
-        cache = self.init_cache(input_ids.shape[0]) if cache is None else cache
+    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None, *, slots: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, XLSTMCache]:  # fmt: skip
+        """Logits [B, T, vocab]; `slots` [B] (optional): the cache is a state pool and row b of the
+        batch reads and writes pool row slots[b]."""
+        cache = _check_cache(self, input_ids, cache, slots)
+        rows = Rows.of_dense(*input_ids.shape, input_ids.device, slots)
         x = self.token_embedding(input_ids)
         for idx, block in enumerate(self.xlstm_block_stack.blocks):
-            x = block(x, cache, idx)
+            x = block(x, cache, idx, rows)
         return self.lm_head(self.xlstm_block_stack.post_blocks_norm(x)).float(), cache
+
+    def forward_packed(self, input_ids: torch.Tensor, cache: XLSTMCache, batch: PackedBatch) -> torch.Tensor:
+        """Prompt chunks packed by `batch` (input_ids [N]); logits [S, vocab] of each sequence's last token."""
+        rows = Rows.of_packed(batch)
+        x = self.token_embedding(input_ids[None])
+        for idx, block in enumerate(self.xlstm_block_stack.blocks):
+            x = block(x, cache, idx, rows)
+        return self.lm_head(self.xlstm_block_stack.post_blocks_norm(x[0].index_select(0, batch.last))).float()
 
 
 # ------------------------------------------------------------------------ load / save / presets

@@ -32,7 +32,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [ARCHROUTER_HOST, 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [ARCHROUTER_PORT, 8000].")] = None,
     policy: Annotated[str | None, typer.Option(help="Policy file [ARCHROUTER_POLICY].")] = None,
-    device: Annotated[str | None, typer.Option(help="torch device for the engines.")] = None,
+    device: Annotated[str | None, typer.Option(help="engines: auto (CUDA if present), cpu, cuda.")] = None,
     config: Annotated[Path, typer.Option(help="Ray Serve config (without --embedded).")] = Path("config/serve.yaml"),
 ) -> None:
     """Serve the OpenAI-compatible API: on Ray Serve (config/serve.yaml), or --embedded in one process."""

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from archrouter.backends.protocol import GenerationRequest, SamplingParams
 from archrouter.router import dashboard, errors, schemas
 from archrouter.router.auth import Principal
+from archrouter.router.choices import Choices
 from archrouter.router.cooldown import Cooldowns
 from archrouter.router.dispatch import Opened, open_stream
 from archrouter.router.errors import APIError
@@ -27,6 +28,7 @@ from archrouter.router.policy_sync import PolicySync
 from archrouter.router.pool import ClientFactory
 from archrouter.router.settings import Settings
 from archrouter.router.state import Router
+from archrouter.router.structured import grammar_for
 
 log = structlog.get_logger("archrouter")
 
@@ -222,9 +224,17 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
     t0 = time.perf_counter()
     rid = schemas.new_id("chatcmpl" if chat else "cmpl")
     router.check_limits(body)
+    grammar = grammar_for(body.response_format)  # a schema that does not compile: 400 before routing
     features, decision, decision_s = router.decide(body, principal)
-    verdict = await router.limiter.take(principal.key_id, rpm=principal.rpm, tpm=principal.tpm,
-                                        tokens=features.prompt_tokens + features.max_tokens)
+    prompts = [body.message_dicts()] if chat else body.prompt_list()
+    count = len(prompts) * body.n
+    # every prompt's tokens and every choice's max_tokens are charged up front (features measured the
+    # longest prompt: the others are scaled by their length)
+    longest = max(len(p) for p in body.prompt_list()) if not chat else 1
+    est_prompt = features.prompt_tokens if chat else sum(
+        -(-features.prompt_tokens * len(p) // max(1, longest)) for p in body.prompt_list())
+    charged = est_prompt + count * features.max_tokens
+    verdict = await router.limiter.take(principal.key_id, rpm=principal.rpm, tpm=principal.tpm, tokens=charged)
     if not verdict.allowed:
         router.metrics.rate_limited.labels(principal.name).inc()
         raise APIError(429, f"Rate limit reached for key {principal.name!r} "
@@ -235,21 +245,29 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
         request_id=rid,
         sampling=SamplingParams(
             temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, max_tokens=body.limit(),
-            stop=body.stops(), seed=body.seed,
+            stop=body.stops(), seed=body.seed, min_p=body.min_p, presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty, repetition_penalty=body.repetition_penalty,
+            logit_bias=body.token_bias(), logprobs=body.logprobs_k(), grammar=grammar, n=body.n,
         ),
         messages=body.message_dicts() if chat else None,
-        prompt=None if chat else body.prompt,
+        prompt=None if chat else (body.prompt if isinstance(body.prompt, str) else list(body.prompt)),
     )
     record: dict[str, Any] = {
         "request_id": rid, "endpoint": "chat" if chat else "completions", "model": body.model,
         "key": principal.name, "policy": decision.policy,
         "features": {k: v for k, v in features.to_dict().items() if k != "estimates"},  # estimates: in decision
         "decision": decision.to_dict(), "decision_ms": round(decision_s * 1000, 4),
+        "n": body.n, "prompts": len(prompts), "choices": count, "tokens_charged": charged,
     }
+    if grammar is not None:
+        record["response_format"] = body.response_format.type
     candidates = [b for b in [decision.backend, *decision.fallbacks] if principal.may_use(b)]
     deadline = time.perf_counter() + router.settings.request_timeout_s
 
-    async def finish(last, status: str = "200") -> None:
+    def new_choices() -> Choices:
+        return Choices(count, body.n, chat=chat, logprobs=body.logprobs_k() is not None)
+
+    async def finish(last: Choices | None, status: str = "200") -> None:
         elapsed = time.perf_counter() - t0
         m = router.metrics
         m.requests.labels(record["endpoint"], opened.backend, decision.rule, status).inc()
@@ -258,7 +276,9 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
             m.tokens.labels(opened.backend, "completion").inc(last.completion_tokens)
             record.update(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
                           finish_reason=last.finish_reason)
-            unused = features.prompt_tokens + features.max_tokens - last.prompt_tokens - last.completion_tokens
+            if count > 1:
+                record["finish_reasons"] = list(last.finish)
+            unused = charged - last.prompt_tokens - last.completion_tokens
             await router.limiter.credit(principal.key_id, unused, principal.tpm)
         m.latency.labels(opened.backend, decision.rule).observe(elapsed)
         record.update(status=int(status), latency_ms=elapsed * 1000)
@@ -285,12 +305,12 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
             record["fallback_errors"] = {n: e for n, e in opened.failed}
         if body.stream:
             break
-        text, last = opened.first.text, opened.first
+        last = new_choices()
+        last.add(opened.first)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
-                while not last.finish_reason:
-                    last = await anext(opened.rest)
-                    text += last.text
+                while not last.done:
+                    last.add(await anext(opened.rest))
             break
         except TimeoutError:
             await finish(last, "504")
@@ -326,44 +346,32 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(opened, rid, chat, include_usage, finish, deadline, router.cooldowns),
+        return StreamingResponse(_sse(opened, rid, new_choices(), include_usage, finish, deadline, router.cooldowns),
                                  media_type="text/event-stream", headers=headers)
     await finish(last)
-    body_out = (schemas.chat_response if chat else schemas.completion_response)(
-        rid, opened.backend, text, last.finish_reason or "stop", _usage(last)
-    )
-    return JSONResponse(body_out, headers=headers)
+    return JSONResponse(last.response(rid, opened.backend), headers=headers)
 
 
-def _usage(chunk) -> schemas.Usage:
-    return schemas.Usage(prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens,
-                         total_tokens=chunk.prompt_tokens + chunk.completion_tokens)
-
-
-async def _sse(opened: Opened, rid: str, chat: bool, include_usage: bool, finish, deadline: float,
+async def _sse(opened: Opened, rid: str, acc: Choices, include_usage: bool, finish, deadline: float,
                cooldowns: Cooldowns) -> AsyncIterator[str]:
     def event(obj: dict) -> str:
         return f"data: {json.dumps(obj)}\n\n"
 
     model, last, status = opened.backend, None, "200"
     try:
-        if chat:
-            yield event(schemas.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None))
+        for frame in acc.role_events(rid, model):
+            yield event(frame)
         chunk = opened.first
+        last = acc
         while True:
-            last = chunk
-            if chunk.text or chunk.finish_reason:
-                yield event(
-                    schemas.chat_chunk(rid, model, {"content": chunk.text} if chunk.text else {}, chunk.finish_reason)
-                    if chat else schemas.completion_chunk(rid, model, chunk.text, chunk.finish_reason)
-                )
-            if chunk.finish_reason:
+            acc.add(chunk)
+            if (frame := acc.event(rid, model, chunk)) is not None:
+                yield event(frame)
+            if acc.done:
                 break
             chunk = await asyncio.wait_for(anext(opened.rest), max(0.0, deadline - time.perf_counter()))
         if include_usage:
-            usage = _usage(last)
-            yield event(schemas.chat_chunk(rid, model, {}, None, usage) if chat
-                        else schemas.completion_chunk(rid, model, "", None, usage))
+            yield event(acc.usage_event(rid, model))
         yield "data: [DONE]\n\n"
     except Exception as exc:  # once streaming, an error ends the stream with an error event, never a switch
         timeout = isinstance(exc, TimeoutError)
@@ -376,7 +384,7 @@ async def _sse(opened: Opened, rid: str, chat: bool, include_usage: bool, finish
         yield event(err.body())
         yield "data: [DONE]\n\n"
     finally:
-        if status == "200" and (last is None or not last.finish_reason):
+        if status == "200" and (last is None or not last.done):
             status = "499"  # the client went away before the end
         await opened.rest.aclose()
         await finish(last, status)

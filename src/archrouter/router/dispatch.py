@@ -19,6 +19,7 @@ from archrouter.backends.protocol import (
     ContextLengthExceeded,
     GenerationChunk,
     GenerationRequest,
+    InvalidRequest,
 )
 from archrouter.router.cooldown import Cooldowns
 from archrouter.router.errors import APIError
@@ -56,6 +57,8 @@ async def open_stream(
         stream = client.generate(request)
         try:
             first = await asyncio.wait_for(anext(stream), first_token_timeout_s)
+        except InvalidRequest as exc:  # the request's fault, whichever backend: no fallback, no cooldown
+            raise APIError(400, exc.message, param=exc.param, code="invalid_request") from None
         except ContextLengthExceeded as exc:  # not the backend's fault: no cooldown
             context_errors.append(exc)
             failed.append((name, str(exc)))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from archrouter.backends.devices import resolve_device
 from archrouter.backends.engine import Engine, EngineConfig
 from archrouter.router.pool import ClientFactory
 
 
-def embedded_factory(device: str = "cpu", *, redis_url: str | None = None) -> ClientFactory:
-    """Engine settings come from ARCHROUTER_ENGINE_* variables; `redis_url` shares recurrent states."""
+def embedded_factory(device: str = "auto", *, redis_url: str | None = None) -> ClientFactory:
+    """Engine settings come from ARCHROUTER_ENGINE_* variables; `redis_url` shares recurrent states.
+    `device`: "auto" is CUDA when this process sees a GPU, else the CPU; "cpu" / "cuda[:n]" pin it."""
+    device = resolve_device(device)
 
     def build(name: str, spec) -> Engine:
         dtype = getattr(torch, getattr(spec, "dtype", None) or "float32")

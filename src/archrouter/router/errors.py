@@ -34,6 +34,15 @@ class APIError(Exception):
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
+# OpenAI request fields this server knows and does not serve: a 400 that says so, not just "unrecognized"
+UNSUPPORTED = {
+    "tools": "tool calling", "tool_choice": "tool calling", "parallel_tool_calls": "tool calling",
+    "functions": "function calling", "function_call": "function calling", "audio": "audio output",
+    "modalities": "output modalities other than text", "prediction": "predicted outputs",
+    "web_search_options": "web search", "reasoning_effort": "reasoning models", "store": "stored completions",
+    "service_tier": "service tiers", "suffix": "insertion (suffix)", "best_of": "best_of",
+}
+
 
 def _param(loc: tuple) -> str | None:
     # drop "body" and pydantic's union-member tags ("str", "list[TextPart]", "function-after[...]")
@@ -59,7 +68,9 @@ def validation_error(exc: RequestValidationError) -> APIError:
         return APIError(400, f"Request body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}",
                         code="invalid_json")
     param = _param(tuple(err.get("loc", ())))
-    if err.get("type") == "extra_forbidden":
+    if err.get("type") == "extra_forbidden" and param in UNSUPPORTED:
+        msg = f"'{param}' is not supported by this server ({UNSUPPORTED[param]} is not implemented)"
+    elif err.get("type") == "extra_forbidden":
         msg = f"Unrecognized request argument supplied: {param}"
     elif err.get("type") == "missing":
         msg = f"Missing required parameter: '{param}'."

@@ -50,20 +50,60 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type 'json_schema' needs a json_schema object ({name, schema})")
+        if self.type != "json_schema" and self.json_schema is not None:
+            raise ValueError(f"json_schema is only read with type 'json_schema' (got type {self.type!r})")
+        return self
+
+
+MAX_N = 16  # choices per prompt (each one a sequence in the batch)
+MAX_LOGPROBS = 20
+
+
+def _token_bias(v: dict[str, float] | None) -> dict[str, float] | None:
+    for key, bias in (v or {}).items():
+        if not key.isdigit():
+            raise ValueError(f"keys are token ids (integers as strings); got {key!r}")
+        if not -100.0 <= bias <= 100.0:
+            raise ValueError(f"bias for token {key} is {bias}; biases lie in [-100, 100]")
+    return v
+
+
 class _Sampling(_Strict):
     model: str = Field(min_length=1, examples=["auto"])  # "auto" routes; a backend name pins it
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     top_k: Annotated[int, Field(ge=0)] = 0  # extension, as vLLM accepts it
-    n: Literal[1] = 1
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # extension, as vLLM accepts it
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=10.0)] = 1.0  # extension, as vLLM accepts it
+    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     seed: int | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None  # caller hints the policy can read as metadata.<key>
-    presence_penalty: Literal[0, 0.0] = 0.0
-    frequency_penalty: Literal[0, 0.0] = 0.0
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    logit_bias: Annotated[dict[str, float], Field(max_length=1024), AfterValidator(_token_bias)] | None = None
+    # OpenAI's is for chat only; accepted on completions too, as vLLM does
+    response_format: ResponseFormat | None = None
 
     @field_validator("stop")
     @classmethod
@@ -78,17 +118,30 @@ class _Sampling(_Strict):
     def stops(self) -> list[str]:
         return list(self.stop or [])
 
+    def token_bias(self) -> dict[int, float] | None:
+        return {int(k): float(v) for k, v in self.logit_bias.items()} if self.logit_bias else None
+
+    def prompts(self) -> int:
+        return 1
+
 
 class ChatCompletionRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
 
     @model_validator(mode="after")
     def _last_turn(self) -> ChatCompletionRequest:
         if self.messages[-1].role == "assistant":
             raise ValueError("the last message must not be from the assistant")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         return self
+
+    def logprobs_k(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def limit(self) -> int:
         return self.max_completion_tokens or self.max_tokens or 256
@@ -98,19 +151,30 @@ class ChatCompletionRequest(_Sampling):
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
 
 
+MAX_PROMPTS = 32  # prompts in one /v1/completions request (each with n choices)
+
+
 class CompletionRequest(_Sampling):
-    prompt: Text | list[Text]
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_PROMPTS)]
     max_tokens: Annotated[int, Field(ge=1)] = 16  # OpenAI's default for completions
     echo: Literal[False] = False
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
 
-    @field_validator("prompt")
-    @classmethod
-    def _one_prompt(cls, v: str | list[str]) -> str:
-        if isinstance(v, list):
-            if len(v) != 1:
-                raise ValueError("exactly one prompt per request is supported")
-            return v[0]
-        return v
+    @model_validator(mode="after")
+    def _choices(self) -> CompletionRequest:
+        if self.prompts() * self.n > MAX_PROMPTS:
+            raise ValueError(f"{self.prompts()} prompts x n={self.n} is {self.prompts() * self.n} choices; "
+                             f"at most {MAX_PROMPTS} per request")
+        return self
+
+    def prompt_list(self) -> list[str]:
+        return self.prompt if isinstance(self.prompt, list) else [self.prompt]
+
+    def prompts(self) -> int:
+        return len(self.prompt_list())
+
+    def logprobs_k(self) -> int | None:
+        return self.logprobs
 
     def limit(self) -> int:
         return self.max_tokens
@@ -128,51 +192,6 @@ def new_id(prefix: str) -> str:
 
 def now() -> int:
     return int(time.time())
-
-
-def chat_response(rid: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "chat.completion",
-        "created": now(),
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
-        ],
-        "usage": usage.model_dump(),
-    }
-
-
-def chat_chunk(rid: str, model: str, delta: dict, finish: str | None, usage: Usage | None = None) -> dict:
-    choices = [] if usage is not None else [
-        {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-    ]
-    out: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": now(), "model": model,
-                           "choices": choices}
-    if usage is not None:
-        out["usage"] = usage.model_dump()
-    return out
-
-
-def completion_response(rid: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "text_completion",
-        "created": now(),
-        "model": model,
-        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-        "usage": usage.model_dump(),
-    }
-
-
-def completion_chunk(rid: str, model: str, text: str, finish: str | None, usage: Usage | None = None) -> dict:
-    out = completion_response(rid, model, text, finish, usage or Usage(prompt_tokens=0, completion_tokens=0,
-                                                                        total_tokens=0))
-    if usage is None:
-        out.pop("usage")
-    else:
-        out["choices"] = []
-    return out
 
 
 # Response bodies, declared for the OpenAPI document (the handlers build plain dicts of this shape).
@@ -194,11 +213,26 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+    refusal: None = None
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -210,11 +244,18 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] | None = None
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Completion(BaseModel):

@@ -12,7 +12,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     policy: str = "config/policy.yaml"
-    device: str = "cpu"
+    device: str = "auto"  # the engines' device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "ARCHROUTER_REDIS_URL"))
     decision_stream: str = "archrouter:decisions"
     decision_stream_maxlen: int = 100_000

@@ -62,7 +62,8 @@ class Router:
             raise forbidden_backend(principal, body.model)
         t0 = time.perf_counter()
         messages = body.message_dicts() if isinstance(body, schemas.ChatCompletionRequest) else None
-        prompt = body.prompt if isinstance(body, schemas.CompletionRequest) else None
+        # a batch of prompts routes as its longest one (the one that needs the most context)
+        prompt = max(body.prompt_list(), key=len) if isinstance(body, schemas.CompletionRequest) else None
         features = policy.features(
             messages=messages, prompt=prompt, max_tokens=body.limit(), metadata=body.metadata or {},
             session_id=body.user, queue_depth=self.queue_depths(),

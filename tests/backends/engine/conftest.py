@@ -81,6 +81,6 @@ async def run(client, req: GenerationRequest) -> tuple[list[int], str, str | Non
 async def settled(engine: Engine, timeout: float = 10.0) -> None:
     """Wait until the step thread has freed every finished row (it does so at its next step)."""
     deadline = time.monotonic() + timeout
-    while engine.runner.rows or engine.runner.cache is not None:
+    while engine.pool.num_free < engine.pool.num_slots:
         assert time.monotonic() < deadline, "engine kept rows of finished requests"
         await asyncio.sleep(0.005)

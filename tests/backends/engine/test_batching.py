@@ -22,8 +22,9 @@ PROMPTS = [
 ]
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["dense-prefill", "packed-prefill"])
 @pytest.mark.parametrize("family", FAMILY_PARAMS)
-async def test_greedy_and_seeded_outputs_alone_equal_busy_batch(checkpoints, family):
+async def test_greedy_and_seeded_outputs_alone_equal_busy_batch(checkpoints, family, packed):
     # the reference: each request alone through the simple Generator
     gen = make_generator(checkpoints, family)
     reqs = [request(p, rid=f"g{i}", max_tokens=8 + 3 * (i % 4)) for i, p in enumerate(PROMPTS)]
@@ -31,7 +32,8 @@ async def test_greedy_and_seeded_outputs_alone_equal_busy_batch(checkpoints, fam
              for i, p in enumerate(PROMPTS[:3])]
     alone = [await run(gen, r) for r in reqs]
     # busy: all at once, fewer seats than requests (joins and leaves mid-flight), chunked prefill
-    engine = make_engine(checkpoints, family, max_num_seqs=5, max_num_batched_tokens=48)
+    engine = make_engine(checkpoints, family, max_num_seqs=5, max_num_batched_tokens=48, packed_prefill=packed,
+                         decode_steps=3)  # fmt: skip
     try:
         busy = await asyncio.gather(*(run(engine, r) for r in reqs))
         assert [b[0] for b in busy] == [a[0] for a in alone]
@@ -91,11 +93,11 @@ async def test_cancelled_request_frees_its_row_within_one_step(checkpoints):
         assert engine.stats()["decoding"] == 2
         steps_at_close = engine.stats()["steps"]
         await stream.aclose()  # what the router does when the HTTP client disconnects
-        while any(s.request_id == "r" and s.params.max_tokens == 500 for s in engine.runner.rows):
+        while any(s.request_id == "r" and s.params.max_tokens == 500 for s in engine.scheduler.running):
             await asyncio.sleep(0.001)
         # the step in flight when the client left may finish; the next one runs without the row
         assert engine.stats()["steps"] <= steps_at_close + 2
-        assert engine.stats()["cancelled"] == 1 and engine.runner.cache.batch_size == 1
+        assert engine.stats()["cancelled"] == 1 and engine.pool.num_free == engine.pool.num_slots - 1
         await keep
     finally:
         await engine.close()

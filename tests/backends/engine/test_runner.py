@@ -9,8 +9,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from archrouter.backends import families
-from archrouter.backends.engine import Engine, EngineConfig
 from archrouter.backends.engine.graphs import DecodeGraphs
+from archrouter.backends.engine.pools import KVSlots, StatePool
 from archrouter.backends.engine.runner import ModelRunner
 from archrouter.backends.engine.sequence import Sequence, Status
 from archrouter.backends.protocol import SamplingParams
@@ -99,43 +99,51 @@ def test_a_decode_step_reads_the_device_once(checkpoints, family):
     model = families.load(family, checkpoints[family])  # outside inference mode, as the engine loads it
     tok = families.family_module(family).__dict__.get("load_tokenizer", load_tokenizer)(checkpoints[family])
     with torch.inference_mode():
-        check_steps(model, tok)
+        check_steps(model, tok, family)
 
 
-def check_steps(model, tok) -> None:  # noqa: ANN001
-    runner = ModelRunner(model, tok.vocab_size)
+def check_steps(model, tok, family: str) -> None:  # noqa: ANN001
+    pool = KVSlots(model, model.new_kv_pool(256, 16), 8) if family == "transformer" else StatePool(model, 8)
+    runner = ModelRunner(pool, tok.vocab_size)
     seqs = [
         make_seq(i, tok.encode(f"prompt number {i} " * (i + 1), add_bos=True), p, tok) for i, p in enumerate(PARAMS[:5])
     ]
-    # prefill: every prompt in one step (chunks of different lengths: one forward per length)
-    first = runner.step([(s, len(s.prompt)) for s in seqs])
+    for s in seqs:
+        s.slot = pool.alloc()
+    # prefill: every prompt in one packed forward, whatever the lengths
+    first = runner.step([], [(s, len(s.prompt)) for s in seqs])
     assert [s for s, _ in first] == seqs and runner.syncs == 1
     for s, t in first:
         s.output.append(t)
         s.status = Status.DECODE
-    runner.sync(seqs)
     for step in range(3):
         with ScalarReads() as probe:
-            out = runner.step([])
+            out = runner.step(seqs, [])
         assert [s for s, _ in out] == seqs
         for s, t in out:
             s.output.append(t)
         # one read-back of the sampled ids (counted by the runner), nothing else: no int()/item()/bool()
         assert runner.syncs == 2 + step
         assert probe.reads == 0
-        # host data reaches the device twice: the token ids and the sampling parameters
-        assert probe.host_tensors <= 2
-    # rows leave and a new one joins: the batched cache follows, still without hidden reads (the prefill
-    # is outside the probe: the CPU reference prompt kernels of xLSTM read their slot indices)
+        if family != "transformer":  # host data reaching the device: the slots and the sampling parameters
+            assert probe.host_tensors <= 2
+    # rows leave and a new one joins mid-flight: nothing moves in the pool, still no hidden reads
     late = make_seq(9, tok.encode("late", add_bos=True), PARAMS[1], tok)
-    done = runner.step([(late, len(late.prompt))])
-    late.output.append(done[-1][1])
-    late.status = Status.DECODE
+    late.slot = pool.alloc()
+    done = runner.step([seqs[1], seqs[3]], [(late, len(late.prompt))])
+    assert [s for s, _ in done] == [seqs[1], seqs[3], late]
+    pool.release(seqs[0].slot)
     with ScalarReads() as probe:
-        runner.sync([seqs[1], late, seqs[3]])
-        out = runner.step([])
-    assert [s for s, _ in out] == [seqs[1], seqs[3], late]
+        out = runner.step([seqs[1], late, seqs[3]], [])
+    assert [s for s, _ in out] == [seqs[1], late, seqs[3]]
     assert probe.reads == 0
+    # a decode round: several steps queued, one read-back, the same tokens as single steps
+    rows = [seqs[1], late, seqs[3]]
+    syncs = runner.syncs
+    with ScalarReads() as probe:
+        tokens = runner.decode_round(rows, 3)
+    assert runner.syncs == syncs + 1 and probe.reads == 0
+    assert [len(t) for t in tokens] == [3, 3, 3]
 
 
 def test_transformer_cache_tracks_lengths_on_the_host(checkpoints):
@@ -154,18 +162,21 @@ def test_transformer_cache_tracks_lengths_on_the_host(checkpoints):
         assert joined.host_lengths == [3, 1] == joined.lengths.tolist()
 
 
-@pytest.mark.parametrize("family", [p for p in FAMILY_PARAMS if p.values[0] != "transformer"])
+@pytest.mark.parametrize("family", FAMILY_PARAMS)
 async def test_decode_on_static_graph_buffers_equals_the_generator(checkpoints, family):
-    """The captured-decode buffer logic (static cache, bucket padding, rows joining and leaving) with eager
-    forwards in place of replays: the graph itself needs a GPU, everything around it runs here."""
+    """The captured-decode buffer logic (static slots, bucket padding on the scratch slot, the Transformer's
+    static block tables) with eager forwards in place of replays: the graph itself needs a GPU, everything
+    around it runs here."""
     gen = make_generator(checkpoints, family)
     reqs = [request(p, rid=f"g{i}", max_tokens=6 + 2 * (i % 3)) for i, p in enumerate(PROMPTS)]
     reqs += [
         request(p, rid=f"s{i}", temperature=0.9, top_k=20, seed=7 + i, max_tokens=8) for i, p in enumerate(PROMPTS[:2])
     ]
     alone = [await run(gen, r) for r in reqs]
-    engine = make_engine(checkpoints, family, max_num_seqs=6, max_num_batched_tokens=48, state_cache="off")
-    graphs = DecodeGraphs(engine.model, [1, 2, 4], capture=False)  # 5-6 rows: past the largest, eager
+    engine = make_engine(checkpoints, family, max_num_seqs=6, max_num_batched_tokens=48, state_cache="off",
+                         decode_steps=3)  # fmt: skip
+    graphs = DecodeGraphs(engine.pool, engine.runner.last_token, [1, 2, 4], capture=False,
+                          max_context=engine.info.context_length)  # 5-6 rows: past the largest, eager
     engine.runner.graphs = graphs  # before any request reaches the step thread
     try:
         busy = await asyncio.gather(*(run(engine, r) for r in reqs))
@@ -175,48 +186,3 @@ async def test_decode_on_static_graph_buffers_equals_the_generator(checkpoints, 
         await settled(engine)
     finally:
         await engine.close()
-
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-
-
-@CUDA
-@pytest.mark.parametrize("family", [p for p in FAMILY_PARAMS if p.values[0] != "transformer"])
-def test_captured_decode_matches_eager_on_cuda(checkpoints, family):
-    model = families.load(family, checkpoints[family], device="cuda")
-    with torch.inference_mode():
-        ids = torch.randint(0, 200, (3, 12), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-        _, cache = model(ids)
-        eager = cache.gather([0, 1, 2])  # a copy that advances eagerly beside the graph's buffers
-        graphs = DecodeGraphs(model, [1, 4])
-        view = graphs.load(cache)
-        tok = ids[:, -1:]
-        for _ in range(4):
-            got = graphs.decode(tok, 3)  # 3 rows in the 4-row bucket
-            assert got is not None, graphs.disabled
-            ref, eager = model(tok, eager)
-            torch.testing.assert_close(got, ref[:, -1], rtol=1e-3, atol=1e-3)
-            tok = ref[:, -1].argmax(-1, keepdim=True)
-        for k, t in view.tensors.items():  # the replays advanced the real rows' states in place
-            torch.testing.assert_close(t, eager.tensors[k], rtol=1e-3, atol=1e-3)
-        assert graphs.replays == 4 and set(graphs.graphs) == {4} and graphs.disabled is None
-
-
-@CUDA
-@pytest.mark.parametrize("family", [p for p in FAMILY_PARAMS if p.values[0] != "transformer"])
-async def test_engine_with_cuda_graphs_equals_eager_engine(checkpoints, family):
-    outs = {}
-    for graphs in (False, True):
-        engine = Engine.from_checkpoint(family, family, checkpoints[family], context_length=1024, device="cuda",
-                                        config=EngineConfig(redis_url=None, state_cache="off", cuda_graphs=graphs,
-                                                            max_num_seqs=8))  # fmt: skip
-        try:
-            # one at a time: the same batch shapes both ways, so greedy tokens must agree exactly
-            outs[graphs] = [(await run(engine, request(p, max_tokens=10)))[0] for p in PROMPTS[:4]]
-            busy = await asyncio.gather(*(run(engine, request(p)) for p in PROMPTS))
-            assert all(finish in ("stop", "length") for _, _, finish in busy)
-            s = engine.stats()
-            assert s["decode_graphs_on"] == int(graphs) and (s["decode_graph_replays"] > 0) == graphs
-        finally:
-            await engine.close()
-    assert outs[True] == outs[False]

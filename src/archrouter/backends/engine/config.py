@@ -24,7 +24,8 @@ class EngineConfig(BaseSettings):
     # attention caches grow with tokens: admission reserves prompt + max_tokens against this budget, and
     # the paged KV pool is sized from it; recurrent caches are fixed-size, one slot a row
     kv_token_budget: int = Field(65_536, gt=0)
-    # attention KV in a pool of fixed-size blocks (`backends.paged_cache`); off: one contiguous cache a row
+    # attention KV always lives in a pool of fixed-size blocks (`backends.paged_cache`), one slot a sequence;
+    # `kv_paged` shares prompt prefixes as pool blocks (off: through state-cache snapshots, e.g. via Redis)
     kv_paged: bool = True
     kv_block_size: int = Field(16, gt=0)
     # prefix caching. Recurrent families: state snapshots (below). Attention with `kv_paged`: full KV
@@ -37,10 +38,17 @@ class EngineConfig(BaseSettings):
     # the byte tier (Redis when `redis_url` is set: shared by replicas), written behind by a thread
     state_cache_ttl_s: int = Field(3600, gt=0)
     state_cache_max_bytes: int = Field(1 << 30, gt=0)
-    # decode steps of the fixed-state families (Mamba, RWKV-7, xLSTM) replayed from CUDA graphs captured
-    # per batch-size bucket (CUDA only; off by default until measured; a capture failure falls back to eager)
-    cuda_graphs: bool = False
+    # decode steps replayed from CUDA graphs captured per batch-size bucket, every family (the Transformer's
+    # paged decode too; CUDA only: elsewhere ignored; a capture failure falls back to eager)
+    cuda_graphs: bool = True
     cuda_graph_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128])
+    # all prompt chunks of a step in one packed variable-length forward; None: on CUDA (the Triton kernels
+    # take cumulative offsets), off on the CPU, whose reference kernels loop over packed sequences one by one
+    # (there, chunks of equal length share a dense forward over their slots)
+    packed_prefill: bool | None = None
+    # decode steps run back to back on the device before the host reads their tokens, while no prompt waits
+    # (tokens past a stop are dropped); None: 4 on CUDA, 1 elsewhere
+    decode_steps: int | None = Field(None, gt=0)
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "ARCHROUTER_REDIS_URL", "redis_url")
     )

@@ -1,19 +1,20 @@
-"""Captured decode steps for the fixed-state families (Mamba, RWKV-7, xLSTM), like vLLM's cudagraph sizes.
+"""Captured decode steps, one CUDA graph per batch-size bucket (vLLM's cudagraph sizes), on by default on CUDA.
 
-On a GPU an eager decode step of these models is bound by kernel launches (tens of small kernels a
-layer; the H100 measurements in benchmarks/results show 10-20x between eager and a replayed graph).
-A recurrent state has a fixed size and the forward updates it in place, so one step can be captured
-per batch-size bucket and replayed: the decode batch's rows live in the first rows of one static
-cache of the largest bucket, every bucket's graph reads and writes a prefix of it, and a step copies
-the token ids in, replays the smallest bucket that holds the batch and reads its logits. Rows past
-the batch compute on stale state, which no real row ever reads (every op is row-wise).
+On a GPU an eager decode step of these small models is bound by kernel launches (tens of small kernels
+a layer), so the step is captured and replayed. What makes that possible is the slot pool: the state
+(or the paged KV) lives at fixed addresses, and a step's inputs are a static slot vector. A replay
+copies the batch's slots into the first rows of that vector (padding rows point at the pool's scratch
+slot), and the graph gathers each row's last token from the runner's `last_token`, runs the forward on
+the pool by slot and leaves the logits in a static buffer.
 
-Anything that goes wrong while capturing (a kernel that reads the device from the host, a forward
-that replaces its state tensors instead of updating them) turns graphs off for the engine, logs why,
-and the step runs eagerly on the same buffers; nothing is lost. The attention family is not captured:
-its KV cache grows and its attention is sized on the host every step.
+Recurrent families capture `model(ids, pool, slots=...)` as it is. The Transformer's paged decode has
+host-side work each step (blocks allocated as a sequence grows, block tables, context lengths): that
+is done eagerly by `PagedKVCache.prepare`, its tensors are copied into static buffers, and the graph
+replays the layers over those buffers (`transformer.Transformer.decode_static`), one graph per batch
+bucket and context-length bucket (the flash-decoding split depends on the latter).
 
-`capture=False` runs the same buffer logic with eager forwards (how CPU tests check it).
+Anything that goes wrong while capturing turns graphs off for the engine, logs why, and the step runs
+eagerly; nothing is lost. `capture=False` runs the same buffer logic eagerly (how CPU tests check it).
 """
 
 from __future__ import annotations
@@ -21,26 +22,35 @@ from __future__ import annotations
 import structlog
 import torch
 
-from archrouter.backends.base import Cache, CausalLM
+from archrouter.backends.engine.pools import KVSlots, StatePool
 
 log = structlog.get_logger("archrouter.engine.graphs")
 
+CONTEXT_BUCKET = 512  # paged decode graphs per multiple of this many tokens of context (rounded to powers of 2)
+
 
 class DecodeGraphs:
-    def __init__(self, model: CausalLM, sizes: list[int], *, capture: bool = True):
-        self.model = model
+    def __init__(self, pool: StatePool | KVSlots, last_token: torch.Tensor, sizes: list[int], *,
+                 capture: bool = True, max_context: int = 4096):  # fmt: skip
+        self.pool = pool
+        self.model = pool.model
+        self.last_token = last_token
         self.sizes = sorted({int(s) for s in sizes if s > 0})
         if not self.sizes:
             raise ValueError("cuda_graph_sizes needs at least one positive batch size")
         self.capture = capture
-        self.device = next(model.parameters()).device
-        self.static = model.init_cache(self.sizes[-1])
-        self.ids = torch.zeros(self.sizes[-1], 1, dtype=torch.long, device=self.device)
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.logits: dict[int, torch.Tensor] = {}
+        self.device = pool.device
+        n = self.sizes[-1]
+        self.scratch = pool.scratch if isinstance(pool, StatePool) else 0
+        self.slots = torch.full((n,), self.scratch, dtype=torch.int32, device=self.device)
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.logits: dict[tuple[int, int], torch.Tensor] = {}
         self.disabled: str | None = None  # why graphs went off (None: on)
         self.replays = 0
         self._pool = torch.cuda.graph_pool_handle() if capture else None
+        self.static = None
+        if isinstance(pool, KVSlots):
+            self.static = self.model.static_decode_buffers(n, max_context, pool.kv)
 
     @property
     def max_size(self) -> int:
@@ -50,71 +60,69 @@ class DecodeGraphs:
         """The smallest captured size that holds `n` rows (None: too many, decode eagerly)."""
         return next((s for s in self.sizes if s >= n), None)
 
-    def view(self, n: int) -> Cache:
-        """The first `n` rows of the static cache (views: updates land in the static buffers)."""
-        return type(self.static)({k: t[:n] for k, t in self.static.tensors.items()}, self.static.meta)
-
-    def load(self, cache: Cache) -> Cache:
-        """Copy a decode batch's rows into the static buffers; the returned cache is their view."""
-        n = cache.batch_size
-        for k, t in cache.tensors.items():
-            self.static.tensors[k][:n].copy_(t)
-        return self.view(n)
-
-    def holds(self, cache: Cache | None) -> bool:
-        """Whether `cache` is a view of the static buffers (the batch was loaded and graphs are on)."""
-        if cache is None or self.disabled is not None:
-            return False
-        k, t = next(iter(cache.tensors.items()))
-        return t.data_ptr() == self.static.tensors[k].data_ptr() and cache.batch_size <= self.max_size
-
-    def decode(self, ids: torch.Tensor, n: int) -> torch.Tensor | None:
-        """Logits [n, vocab] of one decode step of the loaded batch with token ids [n, 1] (on the device);
-        None when no graph can run it (the caller decodes eagerly on the same buffers)."""
+    def decode(self, slots: torch.Tensor, host_slots: list[int]) -> torch.Tensor | None:
+        """Logits [n, vocab] of one decode step of the rows in `slots` (on the device); None when no graph
+        can run it (the caller decodes eagerly)."""
+        n = len(host_slots)
         b = self.bucket(n)
         if b is None or self.disabled is not None:
             return None
-        self.ids[:n].copy_(ids)
+        ctx = 0
+        if self.static is not None:  # paged: the host plans the step (blocks, tables), the graph runs it
+            view = self.pool.view(host_slots)
+            ctx = self.model.prepare_static(view, self.static, b)
+            if ctx is None:
+                return None
+        self.slots[:n].copy_(slots)
+        if b > n:
+            self.slots[n:b].fill_(self.scratch)
+        key = (b, ctx)
         if not self.capture:
-            logits, _ = self.model(self.ids[:b], self.view(b))
-            self.replays += 1
-            return logits[:n, -1]
-        if b not in self.graphs and not self._capture(b):
-            return None
-        self.graphs[b].replay()
+            out = self._forward(b, ctx)
+        else:
+            if key not in self.graphs and not self._capture(key):
+                if self.static is not None:
+                    self.model.abort_static(view)
+                return None
+            self.graphs[key].replay()
+            out = self.logits[key]
+        if self.static is not None:
+            self.model.commit_static(view)
         self.replays += 1
-        return self.logits[b][:n, -1]
+        return out[:n]
 
-    def _capture(self, b: int) -> bool:
-        view = self.view(b)
-        # warm-up and capture run real kernels on these rows (warm-up) or not at all (capture): keep them
-        backup = {k: t.clone() for k, t in view.tensors.items()}
+    def _forward(self, b: int, ctx: int) -> torch.Tensor:
+        ids = self.last_token.index_select(0, self.slots[:b].long())[:, None]
+        if self.static is not None:
+            return self.model.decode_static(ids, self.static, b, ctx)
+        logits, _ = self.model(ids, self.pool.cache, slots=self.slots[:b])
+        return logits[:, -1]
+
+    def _capture(self, key: tuple[int, int]) -> bool:
+        b, ctx = key
+        saved = self.slots[:b].clone()
         try:
+            # warm-up and capture compute on the scratch slot only (paged: on the rows the step planned,
+            # whose K/V writes are rewritten identically by the replay that follows)
+            if self.static is None:
+                self.slots[:b].fill_(self.scratch)
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 for _ in range(2):  # compiles and autotunes this bucket's kernels outside the capture
-                    _, out = self.model(self.ids[:b], view)
-                    moved = [k for k, t in out.tensors.items() if t.data_ptr() != view.tensors[k].data_ptr()]
-                    if moved:
-                        raise RuntimeError(f"decode replaces state tensors {moved[:4]} instead of updating them")
+                    self._forward(b, ctx)
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             # thread_local: other engines' step threads may allocate or launch while this one captures
             with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-                logits, _ = self.model(self.ids[:b], view)
-            self.graphs[b], self.logits[b] = graph, logits
-            log.info("decode_graph_captured", batch=b)
+                logits = self._forward(b, ctx)
+            self.graphs[key], self.logits[key] = graph, logits
+            log.info("decode_graph_captured", batch=b, context=ctx)
             return True
-        except Exception as exc:  # any capture failure: eager from now on, same buffers, same results
+        except Exception as exc:  # any capture failure: eager from now on, same results
             self.disabled = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("decode_graph_capture_failed", batch=b, error=self.disabled)
             return False
         finally:
-            try:
-                torch.cuda.synchronize(self.device)
-                for k, t in view.tensors.items():
-                    t.copy_(backup[k])
-            except Exception as exc:  # the device itself failed: the step fails and its requests with it
-                self.disabled = self.disabled or f"{type(exc).__name__}: {exc}"[:300]
-                raise
+            torch.cuda.synchronize(self.device)
+            self.slots[:b].copy_(saved)

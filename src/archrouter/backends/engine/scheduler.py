@@ -78,7 +78,8 @@ class Scheduler:
             seq.aborted = True
             self.counters["cancelled"] += 1
             if seq.status is Status.WAITING:
-                self.waiting.remove(seq)
+                if seq in self.waiting:  # a fork of n > 1 waits on its parent, not in the queue
+                    self.waiting.remove(seq)
                 seq.status = Status.FINISHED
             self.work.notify()
 
@@ -119,7 +120,10 @@ class Scheduler:
         with self.lock:
             while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
                 seq = self.waiting[0]
-                need = self._kv_need(seq)
+                # n > 1: the forks take seats and KV too (reserved as whole sequences: safe, if generous)
+                if self.running and len(self.running) + 1 + len(seq.forks) > self.config.max_num_seqs:
+                    break
+                need = self._kv_need(seq) * (1 + len(seq.forks))
                 # an oversized request still runs when it is alone, rather than never
                 if self.capacity == "tokens" and self.kv_reserved + need > self.config.kv_token_budget \
                         and self.running:
@@ -154,6 +158,17 @@ class Scheduler:
         if len({n for _, n in plan.prefill}) > self.config.max_prefill_shapes:
             plan.prefill = [(seq, 1 << (n.bit_length() - 1)) for seq, n in plan.prefill]
         return plan
+
+    def attach(self, child: Sequence) -> None:
+        """A fork (n > 1) joins the running batch; its share of the parent's KV reservation moves with it."""
+        parent = child.parent
+        share = min(self._kv_need(child), parent.reserved_tokens) if self.capacity == "tokens" else 0
+        parent.reserved_tokens -= share
+        child.reserved_tokens = share
+        if parent.status is Status.FINISHED:  # the parent's reservation is gone already: reserve anew
+            child.reserved_tokens = self._kv_need(child) if self.capacity == "tokens" else 0
+            self.kv_reserved += child.reserved_tokens
+        self.running.append(child)
 
     def finish(self, seq: Sequence) -> None:
         if seq in self.running:

@@ -22,7 +22,8 @@ __all__ = [
 
 
 def mlstm_chunkwise(
-    q, k, v, i, f, C, n, m, slots, cu_seqlens, *, scale=None, eps=1e-6, dense: tuple[int, int] | None = None
+    q, k, v, i, f, C, n, m, slots, cu_seqlens, *, scale=None, eps=1e-6, dense: tuple[int, int] | None = None,
+    layout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Packed prefill; see `kernels.mlstm.chunk.mlstm_chunkwise_triton`.
 
@@ -32,7 +33,8 @@ def mlstm_chunkwise(
     if use_triton(q, C):
         from archrouter.kernels.mlstm.chunk import dense_chunk_layout, mlstm_chunkwise_triton
 
-        layout = None if dense is None else dense_chunk_layout(*dense, 64, q.device)
+        if layout is None and dense is not None:
+            layout = dense_chunk_layout(*dense, 64, q.device)
         return mlstm_chunkwise_triton(
             q, k, v, i, f, C, n, m, slots, cu_seqlens, scale=scale, eps=eps, layout=layout
         )

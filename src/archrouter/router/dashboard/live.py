@@ -58,7 +58,9 @@ def row(entry: dict[str, Any], t: float) -> dict[str, Any]:
         "fallbacks_used": entry.get("fallbacks_used") or [],
         "task": features.get("task"),
         "prompt_tokens": entry.get("prompt_tokens", features.get("prompt_tokens")),
-        "completion_tokens": completion,
+        "completion_tokens": completion,  # every choice's (n > 1, several prompts)
+        "choices": entry.get("choices", 1),
+        "n": entry.get("n", 1),
         "latency_ms": latency,
         "ttft_ms": entry.get("ttft_ms"),
         "tokens_per_s": completion / (latency / 1000) if latency and completion else None,
