@@ -2,10 +2,10 @@
 # stream, steps and tokens), in two device calls that resume each other. Run from the checkout root:
 #   bash scripts/train_zoo.sh probe   # call 1: the probe segment (to --stop-at PROBE_STEPS, two Transformer lrs),
 #                                     #   then the probe verdicts (evals.zoo_probe)
-#   bash scripts/train_zoo.sh full    # call 2: the chosen Transformer lr; every family to the final step count,
+#   bash scripts/train_zoo.sh main    # call 2: every family to S steps or TRAIN_MIN minutes (see the branch below),
 #                                     #   then the capability matrix (1x-8x, 200 items a cell) + recall load sweep
 # Checkpoints live under $RUNS (fp32 + optimizer state, kept while the machine stays warm); each call also
-# packs bf16 checkpoints into $OUT (<family>.tar). On a fresh machine `full` restores them from $CARRY/*.tar
+# packs bf16 checkpoints into $OUT (<family>.tar); `main` restores the ones it continues from $CARRY/*.tar
 # (weights only: the optimizer state restarts, and training.json says so).
 set -u
 MODE=$1
@@ -32,37 +32,36 @@ if [ "$MODE" = probe ]; then
   wait -n; wait -n; wait -n; wait -n; wait -n; kill $W
   python3 -m archrouter.evals.zoo_probe --runs "$RUNS" --variants transformer transformer_lr5e-3 --out "$RUNS/probe.json"
   cp "$RUNS/probe.json" "$OUT/probe.json"
-elif [ "$MODE" = full ]; then
-  if [ ! -f "$RUNS/xlstm/training.json" ]; then  # a fresh machine: the carried bf16 checkpoints
-    echo "restoring from $CARRY"; for t in "$CARRY"/*.tar; do n=$(basename "$t" .tar); mkdir -p "$RUNS/$n"; tar xf "$t" -C "$RUNS/$n"; done
-    cp "$CARRY/probe.json" "$RUNS/probe.json"
-  fi
-  V=$(python3 -c "import json; print(json.load(open('$RUNS/probe.json'))['transformer_variant'])")
-  LR=$(python3 -c "import json; print(json.load(open('$RUNS/probe.json'))['transformer_lr'])")
-  if [ "$V" != transformer ]; then mv "$RUNS/transformer" "$RUNS/transformer_lr2e-3"; mv "$RUNS/$V" "$RUNS/transformer"; fi
-  rm -rf "$RUNS"/transformer_lr*
-  # the final step count: as far as the slowest family (xLSTM) gets in TRAIN_MIN at its probe pace
-  S=$(python3 -c "
-import json; r=json.load(open('$RUNS/xlstm/training.json')); pace=r['steps']/max(1.0, r['wall_s'])
-print(max($S_MIN, min($S_MAX, int(r['steps'] + pace * 60 * $TRAIN_MIN * 0.95) // 100 * 100)))")
-  echo "transformer variant $V (lr $LR); final steps $S"
+elif [ "$MODE" = main ]; then
+  # the main segment in one call: Mamba and RWKV-7 resume from the probe's bf16 packs in $CARRY (their
+  # optimizer state restarts, with a short re-warmup); the Transformer starts again at the lower lrs the
+  # probe pointed to (two variants, the better recall chosen at the end); the xLSTM starts from scratch.
+  # Every family runs to S steps or to TRAIN_MIN minutes, the lr decaying over the last DECAY_MIN minutes
+  # (or the last quarter of S), then the capability matrix + recall load sweep run in the time left.
+  for f in mamba rwkv; do [ -f "$RUNS/$f/training.json" ] || { mkdir -p "$RUNS/$f"; tar xf "$CARRY/$f.tar" -C "$RUNS/$f"; }; done
   watch_logs & W=$!
-  for f in mamba rwkv xlstm; do train $f $f --steps "$S" & done
-  train transformer transformer --steps "$S" --lr "$LR" &
-  wait -n; wait -n; wait -n; wait -n; kill $W
-  # the matrix scores what is committed: the bf16 checkpoints, upcast (the served dtype is float32)
+  for f in mamba rwkv xlstm; do train $f $f --steps "$S" --decay-minutes "${DECAY_MIN:-1.5}" & done
+  train transformer transformer --steps "$S" --decay-minutes "${DECAY_MIN:-1.5}" --lr "${T_LR:-1e-3}" &
+  train transformer_b transformer --steps "$S" --decay-minutes "${DECAY_MIN:-1.5}" --lr "${T_LR_B:-5e-4}" &
+  wait -n; wait -n; wait -n; wait -n; wait -n; kill $W
+  python3 -m archrouter.evals.zoo_probe --runs "$RUNS" --variants transformer transformer_b --out "$RUNS/probe.json"
+  cp "$RUNS/probe.json" "$OUT/probe.json"
+  V=$(python3 -c "import json; print(json.load(open('$RUNS/probe.json'))['transformer_variant'])")
+  mkdir -p "$RUNS/spare"
+  if [ "$V" = transformer_b ]; then mv "$OUT/transformer.tar" "$RUNS/spare/transformer_a.tar"; mv "$OUT/transformer_b.tar" "$OUT/transformer.tar"
+  else mv "$OUT/transformer_b.tar" "$RUNS/spare/transformer_b.tar"; fi
+  for v in transformer transformer_b; do cp "$RUNS/$v/training.json" "$RUNS/logs/training_$v.json"; done
   mkdir -p "$RUNS/served"
   for f in transformer mamba rwkv xlstm; do mkdir -p "$RUNS/served/$f"; tar xf "$OUT/$f.tar" -C "$RUNS/served/$f"; done
-  # the matrix and the recall load sweep in separate processes (one family each), so a sweep cut short by the
-  # time limit loses nothing of the matrix; `capability.combine` puts them together
+  LEFT=$(( ${DEADLINE:-585} - SECONDS )); echo "capability with ${LEFT}s left"
   for f in transformer mamba rwkv xlstm; do
-    timeout "${CAP_TIMEOUT:-170}" python3 -m archrouter.evals.capability --out "$RUNS/cap/$f" --models-dir "$RUNS/served" \
+    timeout "$LEFT" python3 -m archrouter.evals.capability --out "$RUNS/cap/$f" --models-dir "$RUNS/served" \
       --families $f --device "$DEVICE" --items "$CAP_ITEMS" --scales 1 2 4 8 --no-cost > "$RUNS/logs/cap_$f.log" 2>&1 &
-    timeout "${CAP_TIMEOUT:-170}" python3 -m archrouter.evals.capability --out "$RUNS/cap/sweep_$f" --models-dir \
+    timeout "$LEFT" python3 -m archrouter.evals.capability --out "$RUNS/cap/sweep_$f" --models-dir \
       "$RUNS/served" --families $f --device "$DEVICE" --items 0 --scales 1 --no-cost --sweep-items "$SWEEP_ITEMS" \
       > "$RUNS/logs/sweep_$f.log" 2>&1 &
   done
-  wait; echo "capability done at ${SECONDS}s"; tail -n 3 "$RUNS"/logs/cap_*.log
+  wait; echo "capability done at ${SECONDS}s"; tail -n 2 "$RUNS"/logs/cap_*.log "$RUNS"/logs/sweep_*.log | cut -c1-400
   tar cf "$OUT/capability.tar" -C "$RUNS" cap
 fi
 tar czf "$OUT/logs.tgz" -C "$RUNS" logs

@@ -27,15 +27,15 @@ STYLES = {"cuda": "-", "cpu": "--"}
 def render(cap: dict[str, Any], out_dir: Path) -> list[Path]:
     paths = []
     acc = cap.get("accuracy")
-    if acc and acc.get("families"):
+    if acc and any(f.get("per_task") for f in (acc.get("families") or {}).values()):  # a sweep-only run has none
         paths.append(heatmaps(acc, "per_task", [t for t in TASKS if any(t in f["per_task"] for f in
                                                 acc["families"].values())], out_dir / "accuracy_by_task.png",
                               "Exact-match accuracy by task and length (x training length)"))
         gens = sorted(acc["generators"], key=lambda g: (TASKS.index(acc["generators"][g]["task"]), g))
         paths.append(heatmaps(acc, "per_generator", gens, out_dir / "accuracy_by_generator.png",
                               "Exact-match accuracy by generator and length (x training length)"))
-        if acc.get("load_sweep"):
-            paths.append(load_sweep(acc, out_dir / "recall_load.png"))
+    if acc and acc.get("load_sweep"):
+        paths.append(load_sweep(acc, out_dir / "recall_load.png"))
     if any(d.get("families") for d in (cap.get("cost") or {}).values()):
         paths.append(cost(cap, out_dir / "cost.png"))
     return paths

@@ -68,6 +68,11 @@ def _distinct(rng: random.Random, count: int, n: int) -> list[str]:
     return out
 
 
+def _key_len(count: int) -> int:
+    """Letters per key: 2 (676 keys) up to 640 keys, 3 beyond (prompts past the 4,096-token context only)."""
+    return 2 if count <= 640 else 3
+
+
 def _lm_tags(text: str, start: int, end: int) -> list[Tag]:
     """LM-style tags: each character of text[start:end] predicted at the character before it."""
     return [(j - 1, text[j]) for j in range(max(1, start), end)]
@@ -80,7 +85,7 @@ def mqar(rng: random.Random, n: int) -> tuple[str, str, list[Tag]]:
     """Multi-query associative recall: n pairs `key=V` (distinct 2-letter keys, values A-Z with
     replacement), then n//2 answered queries (keys with replacement; their values are LM tags), then
     the final query, whose key is uniform over all n keys (so elimination gives no shortcut)."""
-    keys = _distinct(rng, n, 2)
+    keys = _distinct(rng, n, _key_len(n))
     vals = {k: rng.choice(VALUES) for k in keys}
     text = " ".join(f"{k}={vals[k]}" for k in keys) + " |"
     tags: list[Tag] = []
@@ -112,7 +117,7 @@ def copy_span(rng: random.Random, n: int) -> tuple[str, str, list[Tag]]:
 def var_lookup(rng: random.Random, n: int) -> tuple[str, str, list[Tag]]:
     """n assignments `ab=3;` to 2-letter names from a pool of n//2+1 (so names are re-assigned);
     `print(x)` asks for the last value assigned to an assigned name."""
-    names = _distinct(rng, n // 2 + 1, 2)
+    names = _distinct(rng, n // 2 + 1, _key_len(n // 2 + 1))
     env: dict[str, str] = {}
     parts = []
     for _ in range(n):

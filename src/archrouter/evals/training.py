@@ -74,6 +74,9 @@ class TrainConfig:
     workers: int = 2  # data-loading processes (0: in the training process)
     device: str = "auto"
     max_minutes: float = 0.0  # stop (and save) early past this wall time; 0 = no limit
+    decay_minutes: float = 0.0  # also decay the lr linearly over the last decay_minutes of max_minutes, so a
+    # family that cannot reach `steps` in the time (the sLSTM is sequential in time) still ends decayed
+    rewarm: int = 100  # steps of linear warmup after resuming without optimizer state
     pack: str = ""  # also write the checkpoint folder (bf16 weights, config, training.json) as one tar
     progress: bool = True
 
@@ -404,12 +407,20 @@ def train(cfg: TrainConfig, command: str = "") -> dict[str, Any]:
         _Steps(cfg, start), batch_size=None, num_workers=cfg.workers, prefetch_factor=8 if cfg.workers else None,
         pin_memory=device.type == "cuda")
     done, window, stopped_early = start, [], False
+    fresh_opt = resumed is not None and "restarted" in resumed
     for x, y, w, row_counts in loader:
-        if cfg.max_minutes and (time.perf_counter() - t0) > 60 * cfg.max_minutes:
+        elapsed = time.perf_counter() - t0
+        if cfg.max_minutes and elapsed > 60 * cfg.max_minutes:
             stopped_early = True
             break
+        lr = lr_at(cfg, done)
+        if cfg.max_minutes and cfg.decay_minutes:  # time-based decay, whichever is lower
+            left = (60 * cfg.max_minutes - elapsed) / (60 * cfg.decay_minutes)
+            lr = min(lr, cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * min(1.0, max(0.0, left))))
+        if fresh_opt and cfg.rewarm:  # Adam's moments start from zero again: ramp up as at the start
+            lr *= min(1.0, (done - start + 1) / cfg.rewarm)
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, done)
+            g["lr"] = lr
         loss = loss_fn(model, x, y, w, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -452,7 +463,7 @@ def train(cfg: TrainConfig, command: str = "") -> dict[str, Any]:
         "init_seed": cfg.init_seed,
         "steps": done,
         "target_steps": cfg.steps,
-        "lr_at_end": lr_at(cfg, max(0, done - 1)),
+        "lr_at_end": opt.param_groups[0]["lr"] if opt.param_groups else None,
         "stopped_early": stopped_early,
         "tokens_per_step": cfg.tokens_per_step,
         "max_seq_len": cfg.max_seq_len,
