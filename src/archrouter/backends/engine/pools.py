@@ -127,6 +127,7 @@ class KVSlots(_Slots):
         self.seqs: list[_Seq] = [_Seq() for _ in range(num_slots)]
         self.device = kv_pool.k.device
         self._publisher = self.view([])  # publishes filled blocks of any slot (holds no rows)
+        self._contiguous: type[Cache] | None = None
 
     def view(self, slots: list[int]) -> PagedKVCache:
         """A cache over these slots' rows (the rows themselves, not copies); it never frees them."""
@@ -207,11 +208,14 @@ class KVSlots(_Slots):
 
     @property
     def _kv_cache_type(self) -> type[Cache]:
-        pool, self.model.kv_pool = self.model.kv_pool, None
-        try:
-            return type(self.model.init_cache(0))  # the family's contiguous cache
-        finally:
-            self.model.kv_pool = pool
+        """The family's contiguous KV cache class (what its snapshots restore to)."""
+        if self._contiguous is None:
+            pool, self.model.kv_pool = self.model.kv_pool, None
+            try:
+                self._contiguous = type(self.model.init_cache(0))
+            finally:
+                self.model.kv_pool = pool
+        return self._contiguous
 
     # -- forwards -------------------------------------------------------------------------------
     def decode(self, ids: torch.Tensor, slots: torch.Tensor, host_slots: list[int]) -> torch.Tensor:
