@@ -23,8 +23,8 @@ max_tokens) and its continuous-batching `generate_batch()` where HF supports the
 load our checkpoints as LlamaForCausalLM / MambaForCausalLM; HF has no RWKV-7 and no xlstm-package
 model), and the family's ceiling: its own decode loop without the engine (the same slot pool, prompts
 prefilled in one packed forward, then `max_tokens` decode steps replayed from the captured graph with
-argmax on the device, nothing read back until the end). Reported as ratios: engine / HF generate and
-engine / ceiling.
+argmax on the device, nothing read back until the end; and the same with the prompts' one packed
+prefill forward counted in). Reported as ratios: engine / HF generate and engine / ceiling.
 
 Part 2, per family: a 10-turn chat over a ~4k-token document (system message), the next question
 appended to the previous answer each turn; time to first token of each turn with the state cache off
@@ -153,7 +153,8 @@ class Backend:
 
     def engine(self, **config) -> Engine:  # noqa: ANN003
         cfg = EngineConfig(redis_url=None, max_num_batched_tokens=self.args.step_tokens,
-                           cuda_graphs=self.args.cuda_graphs, **config)  # fmt: skip
+                           kv_token_budget=self.args.kv_budget, cuda_graphs=self.args.cuda_graphs,
+                           **config)  # fmt: skip
         return Engine(self.info, self.model, self.tokenizer, cfg, dtype=self.dtype)
 
     def generator(self) -> Generator:
@@ -218,9 +219,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def ceiling(backend: Backend, prompts: list[list[int]], max_tokens: int) -> float:
-    """The family's own decode without the engine: output tokens/s of `max_tokens` greedy decode steps of
-    the whole batch (graph replays on the same slot pool, argmax on the device, one read at the end)."""
+def ceiling(backend: Backend, prompts: list[list[int]], max_tokens: int) -> tuple[float, float]:
+    """The family's own model without the engine: output tokens/s of `max_tokens` greedy decode steps of the
+    whole batch (graph replays on the same slot pool, argmax on the device, one read at the end), and the
+    same with the prompts' one packed prefill forward counted in (what the engine's workload needs)."""
     from archrouter.backends.base import PackedBatch
     from archrouter.backends.engine.graphs import DecodeGraphs
     from archrouter.backends.engine.pools import KVSlots, StatePool
@@ -235,8 +237,14 @@ def ceiling(backend: Backend, prompts: list[list[int]], max_tokens: int) -> floa
             pool = StatePool(model, n)
         slots = [pool.alloc() for _ in prompts]
         flat = [t for p in prompts for t in p]
+        pool.prefill(torch.tensor(flat[:8], device=dev), PackedBatch.build([8], slots[:1], dev), flat[:8])  # warm
+        pool.reset(slots[:1]) if isinstance(pool, StatePool) else (pool.release(slots[0]), pool.alloc())
+        sync(dev)
+        t_prefill = time.perf_counter()
         batch = PackedBatch.build([len(p) for p in prompts], slots, dev)
         last = pool.prefill(torch.tensor(flat, device=dev), batch, flat)
+        sync(dev)
+        t_prefill = time.perf_counter() - t_prefill
         last_token = torch.zeros(n + 1, dtype=torch.long, device=dev)
         index = torch.tensor(slots, device=dev)
         last_token.index_copy_(0, index, last.argmax(-1))
@@ -258,7 +266,7 @@ def ceiling(backend: Backend, prompts: list[list[int]], max_tokens: int) -> floa
         wall = time.perf_counter() - t0
         for s in slots:
             pool.release(s)
-    return n * max_tokens / wall
+    return n * max_tokens / wall, n * max_tokens / (wall + t_prefill)
 
 
 # ----------------------------------------------------------------------------- part 1: batching
@@ -281,11 +289,15 @@ async def burst(client, prompts: list[str], max_tokens: int) -> dict:
     wall = time.perf_counter() - start
     ttft = [times[0] - t0 for t0, times, _, _ in results]
     itl = [b - a for _, times, _, _ in results for a, b in zip(times, times[1:], strict=False)]
+    # time per output token after the first, per request (decode rounds stream several tokens at once, so
+    # the gaps' median alone would understate a stream's pace)
+    tpot = [(times[-1] - times[0]) / (len(times) - 1) for _, times, _, _ in results if len(times) > 1]
     tokens = sum(n for _, _, n, _ in results)
     return {"streams": len(prompts), "tokens": tokens, "wall_s": wall, "tok_per_s": tokens / wall,
             "ids": [ids for *_, ids in results],
             "ttft_p50_ms": 1e3 * pct(ttft, 0.5), "ttft_p99_ms": 1e3 * pct(ttft, 0.99),
-            "itl_p50_ms": 1e3 * pct(itl, 0.5), "itl_p99_ms": 1e3 * pct(itl, 0.99)}
+            "itl_p50_ms": 1e3 * pct(itl, 0.5), "itl_p99_ms": 1e3 * pct(itl, 0.99),
+            "tpot_mean_ms": 1e3 * sum(tpot) / len(tpot) if tpot else float("nan")}
 
 
 async def bench_batching(backend: Backend, args, budget: Budget, emit) -> list[dict]:  # noqa: ANN001
@@ -323,6 +335,11 @@ async def bench_batching(backend: Backend, args, budget: Budget, emit) -> list[d
                 print(f"  {family:12s} {n:4d} streams: cut (time budget)", flush=True)
                 break
             e_ids = e.pop("ids")
+            if args.alone_check:  # a few of these prompts alone through the same engine: same greedy tokens?
+                k = min(n, args.alone_check)
+                alone = [(await bounded(burst(engine, [p], args.max_tokens), budget, until))["ids"][0]
+                         for p in prompts[:k]]  # fmt: skip
+                row["greedy_alone_same"] = sum(a == b for a, b in zip(alone, e_ids[:k], strict=True)) / k
             # greedy parity: fp32 on CPU matches exactly; bf16 on GPU may drift where a batched matmul
             # rounds differently from a single row's (reported, not asserted)
             row["greedy_identical"] = (sum(a == b for a, b in zip(e_ids, s.pop("ids"), strict=True)) / n
@@ -365,10 +382,10 @@ def anchor_row(backend: Backend, ids: list[list[int]], max_tokens: int, engine_t
     else:
         row["hf_generate"] = row["hf_generate_batch"] = hf
     try:
-        row["ceiling"] = ceiling(backend, ids, max_tokens)
+        row["ceiling"], row["ceiling_e2e"] = ceiling(backend, ids, max_tokens)
     except Exception as exc:
-        row["ceiling"] = f"error {type(exc).__name__}: {str(exc)[:160]}"
-    for key in ("hf_generate", "hf_generate_batch", "ceiling"):
+        row["ceiling"] = row["ceiling_e2e"] = f"error {type(exc).__name__}: {str(exc)[:160]}"
+    for key in ("hf_generate", "hf_generate_batch", "ceiling", "ceiling_e2e"):
         v = row[key]
         row[f"x_{key}"] = engine_tok_s / v if isinstance(v, float) and v > 0 else None
     return row
@@ -380,7 +397,8 @@ def anchor_text(row: dict) -> str:
         return f"{v:9.1f} (x{x:5.2f})" if isinstance(v, float) else f"{str(v)[:24]:>17s}"
     if "ceiling" not in row:
         return ""
-    return f" | HF generate {f('hf_generate')}, generate_batch {f('hf_generate_batch')}, ceiling {f('ceiling')}"
+    return (f" | HF generate {f('hf_generate')}, generate_batch {f('hf_generate_batch')}, ceiling {f('ceiling')}"
+            f", with prefill {f('ceiling_e2e')}")
 
 
 # ----------------------------------------------------------------------------- part 2: state cache
@@ -474,7 +492,7 @@ def table(results: dict) -> str:
     lines = [f"device: {env['device']}  torch {env['torch']}  triton {env['triton']}  commit {env['commit'][:10]}",
              f"command: {env['command']}", f"elapsed: {results.get('elapsed_s', 0):.0f} s", "",
              "family       streams  engine tok/s  seq tok/s  x thru | TTFT p50/p99 ms engine   sequential"
-             "   | ITL p50/p99 ms engine  sequential | greedy same"]
+             "   | ITL p50/p99 ms engine  sequential | greedy same | TPOT ms engine"]
     for r in results["batching"]:
         if "cut" in r:
             done = f"engine {r['engine']['tok_per_s']:.1f} tok/s, then " if "engine" in r else ""
@@ -492,18 +510,24 @@ def table(results: dict) -> str:
         lines.append(f"{r['family']:12s} {r['streams']:7d}  {e['tok_per_s']:12.1f}  {seq_t} | "
                      f"{e['ttft_p50_ms']:8.1f}/{e['ttft_p99_ms']:<8.1f} {seq_ttft} | "
                      f"{e['itl_p50_ms']:6.1f}/{e['itl_p99_ms']:<6.1f} {seq_itl} | "
-                     + (f"{r['greedy_identical']:.0%}" if r["greedy_identical"] is not None else "-"))
+                     + (f"{r['greedy_identical']:.0%}" if r["greedy_identical"] is not None else "-")
+                     + f" | {e.get('tpot_mean_ms', float('nan')):.2f}")
     anchored = [r for r in results["batching"] if "ceiling" in r]
     if anchored:
         lines += ["", "engine vs what a user would run instead (HF transformers on the same checkpoint and prompts) "
                   "and vs the family's own graph-captured decode loop (ceiling); output tok/s (engine / it)",
-                  "family       streams  engine tok/s | HF generate()       | HF generate_batch() | ceiling"]
+                  "(decode steps alone; 'with prefill': the prompts' packed prefill forward counted in)",
+                  "family       streams  engine tok/s | HF generate()       | HF generate_batch() | ceiling"
+                  "              | ceiling with prefill | greedy alone = in batch"]
         for r in anchored:
             def cell(key: str, r: dict = r) -> str:
                 v, x = r[key], r[f"x_{key}"]
                 return f"{v:9.1f} (x{x:6.2f})" if isinstance(v, float) else f"{str(v)[:19]:>19s}"
+            same = r.get("greedy_alone_same")
             lines.append(f"{r['family']:12s} {r['streams']:7d}  {r['engine']['tok_per_s']:12.1f} | "
-                         f"{cell('hf_generate')} | {cell('hf_generate_batch')} | {cell('ceiling')}")
+                         f"{cell('hf_generate')} | {cell('hf_generate_batch')} | {cell('ceiling')} | "
+                         f"{cell('ceiling_e2e')} | "
+                         + (f"{same:.0%}" if same is not None else "-"))
     lines += ["", "family       turns  doc tok  turn-N prompt  TTFT off ms  TTFT on ms  off/on  saved tok  identical"]
     for r in results["state_cache"]:
         if "cut" in r:
@@ -539,6 +563,8 @@ async def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--prompt-words", nargs=2, type=int, default=None, help="prompt length range, in words")
     ap.add_argument("--step-tokens", type=int, default=None, help="engine max_num_batched_tokens")
+    ap.add_argument("--kv-budget", type=int, default=None,
+                    help="engine kv_token_budget (default 262144 on CUDA: 128 streams of the longest prompts fit)")
     ap.add_argument("--doc-tokens", type=int, default=4096)
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--turn-tokens", type=int, default=None)
@@ -552,6 +578,9 @@ async def main() -> None:
                     help="skip the untimed engine run before each stream count")
     ap.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                     help="engine decode steps eager (CUDA graphs are on by default on CUDA)")
+    ap.add_argument("--alone-check", type=int, default=None,
+                    help="this many prompts of each row also run alone through the engine: share of identical "
+                         "greedy outputs (default 8 on CUDA, where bf16 may round differently in a batch; 0 on CPU)")
     ap.add_argument("--anchors", default=None, action=argparse.BooleanOptionalAction,
                     help="HF generate()/generate_batch() and the ceiling beside each engine row (default: on CUDA)")
     ap.add_argument("--smoke", action="store_true", help="tiny run on CPU to check the script")
@@ -570,10 +599,12 @@ async def main() -> None:
     args.turn_tokens = args.turn_tokens or (8 if cuda else 4)
     args.prompt_words = args.prompt_words or ([16, 96] if cuda else [2, 8])
     args.step_tokens = args.step_tokens or (2048 if cuda else 512)
+    args.kv_budget = args.kv_budget or (262_144 if cuda else 65_536)
     args.seq_max_streams = args.seq_max_streams if args.seq_max_streams is not None else (8 if cuda else 128)
     args.budget_s = args.budget_s if args.budget_s is not None else (330.0 if cuda else None)
     args.context = args.doc_tokens + 1024
     args.anchors = args.anchors if args.anchors is not None else cuda
+    args.alone_check = args.alone_check if args.alone_check is not None else (8 if cuda else 0)
     if args.size == "large" and args.streams == [1, 8, 32, 128]:
         args.streams = [1, 32, 128]
     if args.threads:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -54,6 +54,10 @@ class ServeArgs(BaseModel):
     ingress: DeploymentOptions = Field(default_factory=DeploymentOptions)
     backend_defaults: DeploymentOptions = Field(default_factory=DeploymentOptions)
     backends: dict[str, DeploymentOptions] = Field(default_factory=dict)
+    # recurrent-state affinity (router/ray_affinity.py): "on" steers a conversation's turns to the replica
+    # holding its state; "measure" only counts where they land; "off" leaves Serve's default router
+    state_affinity: Literal["on", "measure", "off"] = "on"
+    affinity_prefix: str = "archrouter:affinity"  # Redis keys of the affinity table and its counters
 
 
 def _resolve(path: str, policy_file: Path | None = None) -> str:
@@ -141,6 +145,13 @@ def _cluster_gpus() -> float:
     return float(torch.cuda.device_count())
 
 
+def _affinity_config(redis_url: str | None, enabled: bool, prefix: str):
+    from ray.serve.config import RequestRouterConfig
+
+    return RequestRouterConfig(request_router_class="archrouter.router.ray_affinity:StateAffinityRouter",
+                               request_router_kwargs={"redis_url": redis_url, "enabled": enabled, "prefix": prefix})
+
+
 def build(args: dict[str, Any]) -> Application:
     """Serve's application builder (`import_path: archrouter.ray_app:build` in config/serve.yaml)."""
     from archrouter.router.auth import KeyStore
@@ -169,6 +180,9 @@ def build(args: dict[str, Any]) -> Application:
             opts.update(cfg.backends[name].model_dump(exclude_unset=True, exclude_none=True))
         if share and "num_gpus" not in opts.get("ray_actor_options", {}):
             opts["ray_actor_options"] = {**opts.get("ray_actor_options", {}), "num_gpus": share}
+        if cfg.state_affinity != "off":
+            opts["request_router_config"] = _affinity_config(settings.redis_url, cfg.state_affinity == "on",
+                                                             cfg.affinity_prefix)
         handles[name] = BackendServer.options(name=f"backend-{name}", **opts).bind(
             name, {**spec.model_dump(mode="json"), "checkpoint": _resolve(spec.checkpoint, Path(policy_file))},
             cfg.device, settings.redis_url

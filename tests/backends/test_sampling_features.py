@@ -162,3 +162,58 @@ def test_grammar_over_every_tokenizer_gives_valid_json(tmp_path):
             jsonschema.validate(answer, SCHEMA)
     with pytest.raises(ValueError, match="grammar"):
         new_matcher(ByteTokenizer(), "start: (")
+
+
+def test_batched_masks_equal_one_at_a_time():
+    from llguidance import LLMatcher
+
+    tok = ByteTokenizer()
+    grammar = LLMatcher.grammar_from_json_schema(json.dumps(SCHEMA), defaults={"whitespace_flexible": False})
+    ms = [new_matcher(tok, grammar) for _ in range(4)]
+    for m, prefix in zip(ms, [b"", b'{"id":1', b'{"id":12,"tag":"red","note":"', b'{"id":3,"tag":"green","note":""}'],
+                         strict=True):
+        for b in prefix:
+            assert m.consume_token(b)
+    rows = [None, *ms]
+    batched = fill_bitmask(rows, tok.vocab_size, ByteTokenizer.EOS, pin=False)
+    for i, m in enumerate(rows):
+        alone = fill_bitmask([m], tok.vocab_size, ByteTokenizer.EOS, pin=False)
+        assert torch.equal(batched[i], alone[0])
+    allowed = apply_bitmask(torch.zeros(5, tok.vocab_size), batched).isfinite()
+    assert allowed[0].all()
+    assert allowed[4].nonzero().flatten().tolist() == [ByteTokenizer.EOS]  # complete: only the end
+    assert allowed[2, ord(",")] and allowed[2, ord("5")] and not allowed[2, ord("a")]
+
+
+def test_logprob_tokens_read_as_openai_shows_them():
+    from archrouter.backends.engine.sequence import token_repr
+
+    table = token_table(ByteTokenizer())
+    assert token_repr(table[ord("a")]) == ("a", [97])
+    assert token_repr(table[ByteTokenizer.EOS]) == ("<|eos|>", list(b"<|eos|>"))  # no vocabulary marker
+    assert token_repr(table[0xC3]) == ("\ufffd", [0xC3])  # half a character: its exact byte beside U+FFFD
+
+
+@pytest.mark.gpu
+def test_extras_on_cuda_equal_cpu():
+    """The same extras on CUDA (pinned copies, device counts, the bitmask copied over) pick what the CPU picks."""
+    g = torch.Generator().manual_seed(4)
+    b = 8
+    logits = torch.randn(b, V, generator=g) * 3
+    mask = torch.full((b, words(V)), -1, dtype=torch.int32)
+    mask[3] = 0x0F0F0F0F
+    params = [SamplingParams(temperature=0, presence_penalty=0.7, frequency_penalty=0.3, repetition_penalty=1.5,
+                             logit_bias={5: 2.0}, logprobs=4, top_k=5, min_p=0.1) for _ in range(b)]
+    picks = {}
+    for dev in ("cpu", "cuda"):
+        tc = TokenCounts(V, torch.device(dev))
+        slots = torch.tensor([tc.alloc(list(range(i, i + 10))) for i in range(b)], device=dev)
+        for t in range(3):  # three draws counted on the device
+            tc.add(slots, torch.full((b,), t * 7, dtype=torch.long, device=dev))
+        counts, seen = tc.rows(slots)
+        out = sample_rows(logits.to(dev), params, [None] * b, counts=counts, prompt_seen=seen,
+                          bitmask=fill_bitmask([None] * b, V, 0, pin=dev == "cuda") & mask)
+        picks[dev] = Sampled.unpack(out.packed().tolist())
+    assert [r[0] for r in picks["cuda"]] == [r[0] for r in picks["cpu"]]
+    for a, c in zip(picks["cpu"], picks["cuda"], strict=True):
+        assert c[1] == pytest.approx(a[1], abs=1e-5) and [t for t, _ in c[2]] == [t for t, _ in a[2]]

@@ -137,7 +137,7 @@ def test_fused_recurrent_matches_reference(dtype, gen):
     assert (pool - ref_pool).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("kernel", ["chunk", "chunk16", "fused_recurrent"])
+@pytest.mark.parametrize("kernel", ["chunk", "chunk16", "chunk16-host-layout", "fused_recurrent"])
 def test_varlen_slots_leave_other_states_untouched(kernel, gen):
     """Packed ragged batch, states scattered over a larger pool in shuffled order; rows of the
     pool that no sequence names must come back bit-identical (fla #1272: padding must not decay
@@ -152,8 +152,9 @@ def test_varlen_slots_leave_other_states_untouched(kernel, gen):
     y_ref = naive_wkv7(*x, ref_pool, slots, cu)
     if kernel == "fused_recurrent":
         y = fused_recurrent_wkv7(*x, pool, slots, cu)
-    else:
-        y = chunk_wkv7(*x, pool, slots, cu, chunk_size=16 if kernel == "chunk16" else 64)
+    else:  # "host-layout": the lengths given as the engine knows them (the chunk layout built on the host)
+        y = chunk_wkv7(*x, pool, slots, cu, chunk_size=16 if kernel.startswith("chunk16") else 64,
+                       lengths=lens if kernel.endswith("host-layout") else None)
     assert (y - y_ref).abs().max() < 1e-4
     assert (pool - ref_pool).abs().max() < 1e-4
     for untouched in (1, 4, 6):  # 6 belongs to the empty sequence

@@ -36,7 +36,7 @@ def test_shipped_model_reaches_recorded_heldout_scores(shipped: TaskClassifier) 
     # and the harder share from templates and vocabulary never seen in training
     assert m["macro_f1"] >= 0.90
     assert m["by_tag"]["seen_template"]["macro_f1"] >= 0.95
-    assert m["by_tag"]["handwritten"]["macro_f1"] >= 0.85
+    assert m["by_tag"]["handwritten"]["macro_f1"] >= 0.90
     assert m["by_tag"]["unseen_template"]["macro_f1"] >= 0.85
     assert m["state_tracking_auc"] >= 0.99
 

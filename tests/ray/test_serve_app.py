@@ -121,6 +121,23 @@ def test_openai_client_stream_and_not(client, model, messages, backend, rule):
     assert chunks[-1].usage.completion_tokens == resp.usage.completion_tokens
 
 
+def test_openai_fields_through_the_handles(client):
+    """n, a prompt list, logprobs and a grammar cross the Ray handle as chunks tagged with their choice; a
+    request the replica refuses (a token id outside its vocabulary) stays a 400 naming the field."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}},
+              "required": ["a"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}}
+    batch = client.completions.create(model="mamba", prompt=["one", "two"], n=2, max_tokens=8, temperature=0,
+                                      logprobs=1, extra_body={"response_format": fmt})
+    assert [c.index for c in batch.choices] == [0, 1, 2, 3]
+    assert batch.choices[0].text == batch.choices[1].text and batch.choices[2].text == batch.choices[3].text
+    for c in batch.choices:
+        assert json.loads(c.text)["a"] in range(10) and c.logprobs.tokens and c.finish_reason == "stop"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="transformer", prompt="x", max_tokens=2, logit_bias={"99999": 1})
+    assert e.value.body["param"] == "logit_bias" and "99999" in e.value.body["message"]
+
+
 def test_completions_endpoint_streams_sse(app):
     body = {"model": "transformer", "prompt": "Once upon", "max_tokens": 4, "stream": True}
     with httpx.stream("POST", app["url"] + "/v1/completions", json=body, headers=AUTH, timeout=60) as r:

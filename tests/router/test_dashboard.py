@@ -99,7 +99,7 @@ def test_request_sent_through_the_api_appears_in_the_live_table(page, server):
     cells = row.eval_on_selector_all("td", "tds => tds.map(td => td.textContent.trim())")
     assert cells[2] == backend and cells[3] == rule
     assert int(cells[6]) == r.json()["usage"]["completion_tokens"]
-    assert cells[11] == "200"
+    assert cells[11] == "–" and cells[12] == "200"  # no cache asked (off by default)
 
     # the filter hides rows of other backends and shows them again
     other = "small" if backend == "tiny" else "tiny"

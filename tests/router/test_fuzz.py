@@ -96,15 +96,26 @@ SAMPLING = {  # valid values of every sampling field
     "seed": st.integers(0, 2**31), "user": WORDS, "max_tokens": st.integers(1, 4),
     "metadata": st.dictionaries(WORDS, WORDS, max_size=3),
 }
+SAMPLING.update({  # the OpenAI fields SDK clients send, and vLLM's extensions
+    "n": st.integers(1, 3), "presence_penalty": st.floats(-2, 2), "frequency_penalty": st.floats(-2, 2),
+    "repetition_penalty": st.floats(0.5, 2), "min_p": st.floats(0, 1),
+    "logit_bias": st.dictionaries(st.integers(0, 300).map(str), st.floats(-100, 100), max_size=3),
+    "response_format": st.sampled_from([{"type": "text"}, {"type": "json_object"}, {"type": "json_schema",
+                                        "json_schema": {"name": "x", "schema": {"type": "object", "properties": {
+                                            "a": {"type": "integer"}}, "required": ["a"]}}}]),
+})
+CHAT_ONLY = {"logprobs": st.booleans(), "top_logprobs": st.integers(0, 5)}  # top_logprobs alone: a 400
+COMPLETION_ONLY = {"logprobs": st.integers(0, 5)}
 MESSAGE = st.fixed_dictionaries({
     "role": st.sampled_from(["system", "developer", "user"]),
     "content": WORDS | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": WORDS}), min_size=1,
                                 max_size=2)})
 VALID_CHAT = st.fixed_dictionaries({"model": MODEL, "messages": st.lists(MESSAGE, min_size=1, max_size=3)},
-                                   optional=SAMPLING)
-VALID_COMPLETION = st.fixed_dictionaries({"model": MODEL, "prompt": WORDS}, optional=SAMPLING)
-FIELDS = ["model", "messages", "prompt", *SAMPLING, "max_completion_tokens", "n", "echo", "presence_penalty",
-          "unknown_field"]
+                                   optional={**SAMPLING, **CHAT_ONLY})
+VALID_COMPLETION = st.fixed_dictionaries({"model": MODEL, "prompt": WORDS | st.lists(WORDS, min_size=1, max_size=3)},
+                                         optional={**SAMPLING, **COMPLETION_ONLY})
+FIELDS = ["model", "messages", "prompt", *SAMPLING, "max_completion_tokens", "echo", "logprobs", "top_logprobs",
+          "tools", "audio", "unknown_field"]
 
 
 def _mutated(valid: st.SearchStrategy) -> st.SearchStrategy:

@@ -13,8 +13,13 @@ import openai
 import pytest
 import torch
 
+from archrouter.backends.engine.sequence import token_repr
 from archrouter.backends.families import FAMILIES as _FAMILIES
+from archrouter.backends.grammar import new_matcher
+from archrouter.router.dashboard.live import row as dashboard_row
+from archrouter.router.schemas import ResponseFormat
 from archrouter.router.settings import Settings
+from archrouter.router.structured import grammar_for
 from tests.conftest import CLASSIFIER, ROOT
 from tests.router.conftest import LiveServer, free_port
 
@@ -108,6 +113,8 @@ def test_n_greedy_identical_and_seeded_reproducible(client, live, family):
     assert [streamed[i][0] for i in range(3)] == a and usage.completion_tokens >= 3
     rec = [r for r in live.records if r.get("n") == 3 and r.get("backend") == family][-1]
     assert rec["choices"] == 3 and rec["tokens_charged"] >= 3 * 12
+    assert rec["completion_tokens"] == usage.completion_tokens  # the same seeded choices, streamed or not
+    assert dashboard_row(rec, 0.0)["choices"] == 3
     # completions: n choices too
     comp = client.completions.create(model=family, prompt=PROMPT, n=2, temperature=0, max_tokens=6)
     assert [c.index for c in comp.choices] == [0, 1] and comp.choices[0].text == comp.choices[1].text
@@ -124,10 +131,11 @@ def test_rate_limit_charges_every_choice(live):
     assert remaining(KEYS[1]) - remaining(KEYS[2], n=4) == 3 * 10
 
 
-def test_n_forks_one_prefill(live, client):
-    engine = live.router.pool.clients["transformer"]
+@pytest.mark.parametrize("family", FAMILIES)
+def test_n_forks_one_prefill(live, client, family):
+    engine = live.router.pool.clients[family]
     before = engine.stats()["prefill_tokens"]
-    client.completions.create(model="transformer", prompt=PROMPT * 4, n=4, temperature=0, max_tokens=2)
+    client.completions.create(model=family, prompt=PROMPT * 4, n=4, temperature=0, max_tokens=2)
     fed = engine.stats()["prefill_tokens"] - before
     prompt = len(engine.tokenizer.encode(PROMPT * 4, add_bos=True))
     assert fed <= prompt  # four choices, one prefill (fewer tokens when cached blocks served some)
@@ -157,7 +165,7 @@ def test_top_logprobs_are_the_models_log_softmax(client, live, family):
         assert [round(t.logprob, 4) for t in e.top_logprobs] == pytest.approx(top.values.tolist(), abs=1e-4)
         assert e.logprob == pytest.approx(top.values[0].item(), abs=1e-4)  # greedy: the chosen one is the best
         tok = int(top.indices[0])
-        assert bytes(e.bytes) == engine.vocab_bytes()[tok]
+        assert (e.token, e.bytes) == token_repr(engine.vocab_bytes()[tok])
         ids = ids + [tok]
     streamed, _ = _stream_chat(client, model=family, messages=CHAT, temperature=0, max_tokens=3, logprobs=True,
                                top_logprobs=2)
@@ -248,7 +256,7 @@ SCHEMA = {
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_json_schema_answers_validate(client, family):
+def test_json_schema_answers_validate(client, live, family):
     fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
     # 100 sampled answers: 5 prompts x n=20... in batches the engine runs together
     answers = []
@@ -264,8 +272,66 @@ def test_json_schema_answers_validate(client, family):
     jsonschema.validate(json.loads(chat.choices[0].message.content), SCHEMA)
     obj, _ = _stream_chat(client, model=family, messages=CHAT, max_tokens=200, temperature=0.7,
                           response_format={"type": "json_object"}, seed=2)
-    if obj[0][1] == "stop":  # any object: unbounded, so it may run past max_tokens (then finish_reason says so)
-        assert isinstance(json.loads(obj[0][0]), dict)
+    text, finish = obj[0][0], obj[0][1]
+    if finish == "stop":
+        assert isinstance(json.loads(text), dict)
+    else:  # any object is unbounded: it may run into max_tokens, and what came is still a JSON object's prefix
+        assert finish == "length"
+        tok = live.router.pool.clients[family].tokenizer
+        m = new_matcher(tok, grammar_for(ResponseFormat(type="json_object")))
+        ids = tok.encode(text)
+        assert m.try_consume_tokens(ids) == len(ids) and text.startswith("{")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_streamed_completions_equal_whole_ones(client, live, family):
+    """Every feature streamed through /v1/completions gives what the whole answer gives (chat: above)."""
+    no_end = {str(t): -100 for t in live.router.pool.clients[family].tokenizer.eos_ids}
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
+    cases = [{"n": 2}, {"frequency_penalty": 1.5, "presence_penalty": 0.5, "logit_bias": no_end},
+             {"logit_bias": {str(ord("q")): 100}}, {"extra_body": {"response_format": fmt}, "max_tokens": 96},
+             {"extra_body": {"top_k": 3, "min_p": 0.1, "repetition_penalty": 1.5}, "temperature": 0.8, "seed": 5},
+             {"prompt": ["one", "two two"], "n": 2, "logprobs": 2}]
+    for case in cases:
+        kw = {"model": family, "prompt": PROMPT, "max_tokens": 12, "temperature": 0, **case}
+        whole = client.completions.create(**kw)
+        streamed, usage = _stream_completion(client, **kw)
+        assert sorted(streamed) == [c.index for c in whole.choices]
+        assert [streamed[c.index][0] for c in whole.choices] == [c.text for c in whole.choices], case
+        assert [streamed[c.index][1] for c in whole.choices] == [c.finish_reason for c in whole.choices]
+        assert usage.completion_tokens == whole.usage.completion_tokens
+        assert usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+@pytest.mark.parametrize("family", ["transformer", "mamba"])
+def test_concurrent_mixed_requests_share_the_engine(client, live, family):
+    """n, prompt lists, logprobs, penalties and grammars at once in one engine: every request gets all its
+    choices, greedy choices of one prompt agree, and every slot, KV block and count row comes back."""
+    import concurrent.futures as cf
+
+    shapes = [{"n": 8}, {"n": 3, "logprobs": 2}, {"prompt": ["a b", "c d", "e f"], "n": 2, "frequency_penalty": 1.0},
+              {"extra_body": {"response_format": {"type": "json_object"}}, "max_tokens": 48}]
+
+    def one(i: int):
+        kw = {"model": family, "prompt": f"{PROMPT} {i}", "max_tokens": 8, "temperature": 0, **shapes[i % 4]}
+        return kw, client.completions.create(**kw)
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(one, range(12)))
+    for kw, r in results:
+        n = kw.get("n", 1)
+        prompts = kw["prompt"] if isinstance(kw["prompt"], list) else [kw["prompt"]]
+        assert [c.index for c in r.choices] == list(range(len(prompts) * n))
+        for p in range(len(prompts)):
+            assert len({c.text for c in r.choices[p * n:(p + 1) * n]}) == 1
+    engine = live.router.pool.clients[family]
+    s = engine.stats()
+    assert s["running"] == 0 and s["waiting"] == 0
+    assert engine.pool.num_free == engine.pool.num_slots
+    counts = engine.runner.counts
+    assert counts.counts is None or len(counts.free) == counts.counts.shape[0] - 1
+    if family == "transformer":
+        assert s["kv_tokens_reserved"] == 0
 
 
 def test_bad_schema_and_unsupported_fields_are_400s(client):

@@ -407,6 +407,7 @@ def test_failing_backend_falls_back_then_cools_down(faulty):
         r = post(faulty, broken)
         assert r.status_code == 200 and r.headers["x-archrouter-backend"] == "small"
         assert r.headers["x-archrouter-fallback-from"] == "broken"
+        assert r.headers["x-archrouter-fallback-reason"] == "unhealthy"
         assert r.headers["x-archrouter-rule"] == "broken-path+fallback"
         seen.append(r.json()["id"])
     assert calls() == 3
@@ -418,7 +419,8 @@ def test_failing_backend_falls_back_then_cools_down(faulty):
     assert metric(text, "archrouter_backend_cooldown", backend="small") == 0.0
     assert metric(text, "archrouter_fallbacks_total", from_backend="broken", to_backend="small") == 3.0
     r = post(faulty, broken)  # in cooldown it goes last: small answers first, broken is not called
-    assert r.headers["x-archrouter-backend"] == "small" and "x-archrouter-fallback-from" not in r.headers
+    assert r.headers["x-archrouter-backend"] == "small" and r.headers["x-archrouter-fallback-from"] == "broken"
+    assert r.headers["x-archrouter-fallback-reason"] == "cooldown"
     assert calls() == 3
     assert wait_for(lambda: "broken" not in httpx.get(faulty.url + "/readyz").json()["cooldown"], 5)
     r = post(faulty, broken)  # cooldown over: tried again
@@ -430,6 +432,7 @@ def test_failing_backend_falls_back_then_cools_down(faulty):
         rec = recorded()[seen[0]]
         assert rec["backend"] == "small" and rec["fallbacks_used"] == ["broken"]
         assert rec["decision"]["backend"] == "broken" and rec["status"] == 200
+        assert rec["fallback"]["from"] == "broken" and rec["fallback"]["reason"] == "unhealthy"
 
 
 def test_mid_stream_failure_ends_the_stream_without_switching(faulty):

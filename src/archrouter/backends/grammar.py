@@ -102,18 +102,36 @@ def words(vocab: int) -> int:
     return (vocab + 31) // 32
 
 
+_executor: Any = None
+
+
+def _pool() -> Any:
+    """llguidance's thread pool: the rows' masks are computed in parallel, off the GIL."""
+    global _executor
+    if _executor is None:
+        import llguidance
+
+        _executor = llguidance.LLExecutor()
+    return _executor
+
+
 def fill_bitmask(matchers: list[Any | None], vocab: int, eos: int, *, pin: bool) -> torch.Tensor:
     """[B, words] int32 on the host: row i the tokens matchers[i] allows (all, for None). A matcher that
     has stopped or failed allows only `eos`, so its sequence ends rather than leaves the grammar."""
     mask = torch.full((len(matchers), words(vocab)), -1, dtype=torch.int32, pin_memory=pin)
     nbytes = mask.shape[1] * 4
+    live: list[tuple[Any, int]] = []
     for i, m in enumerate(matchers):
         if m is None:
             continue
-        row = mask[i]
         if m.is_error() or m.is_stopped():
-            row.zero_()
-            row[eos // 32] = torch.tensor(1 << (eos % 32), dtype=torch.int64).to(torch.int32)
-            continue
-        m.unsafe_compute_mask_ptr(row.data_ptr(), nbytes)
+            mask[i].zero_()
+            mask[i, eos // 32] = torch.tensor(1 << (eos % 32), dtype=torch.int64).to(torch.int32)
+        else:
+            live.append((m, i))
+    if len(live) == 1:
+        m, i = live[0]
+        m.unsafe_compute_mask_ptr(mask[i].data_ptr(), nbytes)
+    elif live:
+        _pool().unsafe_compute_mask_ptr(live, mask.data_ptr(), nbytes, mask.shape[0])
     return mask

@@ -159,7 +159,7 @@ class TimeMix(nn.Module):
             with torch.no_grad():
                 state.copy_(last)
         elif packed is not None:
-            y = wkv7(*args, state, packed.slots, packed.cu_seqlens)
+            y = wkv7(*args, state, packed.slots.long(), packed.cu_seqlens, lengths=packed.lengths)
         else:
             y = wkv7(*args, state, slots)
         y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)

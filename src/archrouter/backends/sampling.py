@@ -161,11 +161,13 @@ def sample_rows(
     if penalised:
         pen = _to_device([[p.presence_penalty for p in params], [p.frequency_penalty for p in params],
                           [p.repetition_penalty for p in params]], dev).float()
+        produced = counts > 0
         if any(p.repetition_penalty != 1.0 for p in params):
             rp = pen[2, :, None]
-            seen = (counts > 0) | prompt_seen
-            x = torch.where(seen, torch.where(x > 0, x / rp, x * rp), x)
-        x = x - pen[1, :, None] * counts - pen[0, :, None] * (counts > 0).float()
+            # one factor per entry: 1/rp on a seen positive logit, rp on a seen negative one, 1 elsewhere
+            factor = torch.where(x > 0, 1.0 / rp, rp)
+            x = x * torch.where(produced | prompt_seen, factor, 1.0)
+        x = x - (pen[1, :, None] * counts + pen[0, :, None] * produced)
     tokens = _draw(x, params, generators)
     if not want_lp:
         return Sampled(tokens)

@@ -126,7 +126,10 @@ class _nullctx:
 def compare(
     policy: Annotated[list[Path], typer.Option(help="Exactly two: --policy A.yaml --policy B.yaml.")],
     data: Annotated[Path, typer.Option(help="Labelled prompts (JSONL).")],
-    fail_if: Annotated[str | None, typer.Option(help="e.g. 'accuracy<0.9,cost>1.2x' (checked on B).")] = None,
+    fail_if: Annotated[str | None, typer.Option(
+        help="e.g. 'accuracy<0.9,cost>1.2x,apgr[task:recall]<0.5' (checked on B; [stratum]: all, task:T, "
+             "length:LO-HI; per-stratum metrics: quality, best_single, oracle, random, pgr, apgr, cpt50, cpt80, "
+             "decision_accuracy, routed_cost; and ece)")] = None,
     max_tokens: Annotated[int, typer.Option()] = 256,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

@@ -22,6 +22,10 @@ boundary between two scales is the geometric mean of their median prompt lengths
 rests on. A first rule sends prompts past the smallest context length to the families that fit.
 The default route is the family with the best mean accuracy over all cells (ties: cheapest).
 A task whose whole length range routes like the default gets no rule (the default covers it).
+
+**Capability.** The matrix itself goes into the policy's `capability:` section (accuracy per task,
+length bucket and backend), and rules carry no static `fallbacks:`: the router's fallback is the best
+remaining backend for the request's task and length by that section, ties by cost.
 """
 
 from __future__ import annotations
@@ -262,7 +266,6 @@ def fit_policy(
     n_all = sum(task_items(cap, t) for t in TASKS if t in acc.get("task_prompt_tokens", {})) * len(scales)
     default_tied, _ = tied_at_top(mean, max(1, n_all), z)
     default_route = _route([names[f] for f in default_tied])
-    default_fb = [names[f] for f in sorted(families, key=lambda f: -mean[f]) if f not in default_tied][:2]
 
     L.append("rules:")
     n_rules = 0
@@ -313,9 +316,6 @@ def fit_policy(
             L.append(f"    description: {_flow(f'{task} at {sx(s.scales)} the training length')}")
             L.append(f"    when: {_flow(when)}")
             L.append(f"    route: {_flow(_route([names[f] for f in s.tied]))}")
-            if len(s.tied) == 1:
-                fb = [names[f] for f in sorted(families, key=lambda f: -sum(s.accs[f])) if f != s.tied[0]][:2]
-                L.append(f"    fallbacks: {_flow(fb)}")
             n_rules += 1
             lower = s.upper
     if n_rules == 0:
@@ -327,9 +327,39 @@ def fit_policy(
         L.append(f"# No rule for {', '.join(skipped)}: the measured choice there is the default route.")
     L.append("default:")
     L.append(f"  route: {_flow(default_route)}")
-    if default_fb:
-        L.append(f"  fallbacks: {_flow(default_fb)}")
+    L.append("")
+    L.extend(capability_lines(cap, families, names, source))
     return "\n".join(L) + "\n"
+
+
+def capability_lines(cap: dict[str, Any], families: list[str], names: dict[str, str], source: str) -> list[str]:
+    """The policy's `capability:` section: accuracy per task, length bucket and backend, from which the
+    router ranks fallbacks when a rule gives no static `fallbacks:` list (best first, ties by cost)."""
+    acc = cap["accuracy"]
+    scales = scales_of(cap)
+    L = [
+        f"# Measured accuracy per task and length bucket ({source}): when the chosen backend cannot answer",
+        "# (cooling down, overloaded, unhealthy, over its context) and the rule lists no `fallbacks:`, the",
+        "# router tries the others best first here (ties by cost). Bucket i covers prompt_tokens < bounds[i];",
+        "# bounds are the geometric means of adjacent scales' median prompt lengths.",
+        "capability:",
+        f"  source: {_flow(source)}",
+        "  tasks:",
+    ]
+    for task in TASKS:
+        toks = acc.get("task_prompt_tokens", {}).get(task)
+        if not toks:
+            continue
+        ss = [x for x in scales if task_accuracy(cap, families[0], task, x) is not None]
+        if not ss:
+            continue
+        bounds = [round(math.sqrt(toks[a] * toks[b])) for a, b in zip(ss, ss[1:], strict=False)]
+        L.append(f"    {task}:  # scales {', '.join(x + 'x' for x in ss)}")
+        L.append(f"      bounds: {_flow(bounds)}")
+        L.append("      accuracy:")
+        for f in families:
+            L.append(f"        {_flow(names[f])}: {_flow([round(task_accuracy(cap, f, task, x), 3) for x in ss])}")
+    return L
 
 
 def parse_names(text: str | None) -> dict[str, str]:

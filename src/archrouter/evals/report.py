@@ -33,6 +33,12 @@ def write(out: Path, summary: dict[str, Any], rows: list[Row], execution: dict[s
         figures["backend_confusion.png"] = plots.confusion(
             summary["backend_confusion"]["matrix"], summary["backend_confusion"]["labels"],
             "Backend: labelled best vs policy", out / "backend_confusion.png")
+    if (rel := summary.get("reliability")) and rel["bins"]:
+        bins = rel["bins"]
+        figures["reliability.png"] = plots.curve(
+            [b["confidence"] for b in bins], [b["accuracy"] for b in bins],
+            f"Classifier reliability (ECE {rel['ece']:.4f})", "mean confidence in bin",
+            "accuracy of the top task", out / "reliability.png")
     if execution:
         figures["executed_cost_quality.png"] = plots.cost_quality(
             execution["strategies"], "quality", "quality (checker exact match)",
@@ -83,8 +89,38 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [f"| {n} | {_f(s['quality'], True)} | {s['cost']:.3g} |" for n, s in ex["strategies"].items()]
         lines += ["", "| task | policy quality |", "|---|---|"]
         lines += [f"| {t} | {_f(q, True)} |" for t, q in ex["policy_quality_by_task"].items()]
+    if st := r.get("stratified"):
+        lines += stratified_markdown(st)
+    if rel := r.get("reliability"):
+        lines += ["", "## Reliability of the task classifier"] + reliability_markdown(rel)
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in r["figures"]]
     return "\n".join(lines) + "\n"
+
+
+def stratified_markdown(st: dict[str, Any]) -> list[str]:
+    lines = ["", "## Per task and prompt length (answer quality from per-prompt verdicts)", "",
+             "Quality = share of prompts the chosen backend answered correctly. PGR, APGR and CPT as in RouteLLM "
+             "(Ong et al. 2024, arXiv:2406.18665): strong = the stratum's best single backend, weak = its worst; "
+             "CPT(x%) = share of calls to the strong backend needed to recover x% of the gap.", "",
+             "| stratum | n | decision acc. | routed | best single | random | oracle | PGR | APGR | CPT(50%) | "
+             "CPT(80%) | cost routed / best single |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in st["strata"].items():
+        q, c = s["quality"], s["cost"]
+        lines.append(f"| {name} | {s['n']} | {_f(s['decision_accuracy'], True)} | {_f(q['routed'], True)} | "
+                     f"{_f(q['best_single'], True)} ({s['strong']}) | {_f(q['random'], True)} | "
+                     f"{_f(q['oracle'], True)} | "
+                     f"{_f(s['pgr'])} | {_f(s['apgr'])} | {_f(s['cpt50'], True)} | {_f(s['cpt80'], True)} | "
+                     f"{c['routed']:.3g} / {c['best_single']:.3g} |")
+    return lines
+
+
+def reliability_markdown(rel: dict[str, Any]) -> list[str]:
+    lines = []
+    lines += ["", f"Reliability of the classifier's confidence (ECE {rel['ece']:.4f}):", "",
+              "| confidence bin | n | mean confidence | accuracy |", "|---|---|---|---|"]
+    lines += [f"| {b['bin'][0]:.1f}-{b['bin'][1]:.1f} | {b['n']} | {b['confidence']:.3f} | {b['accuracy']:.3f} |"
+              for b in rel["bins"]]
+    return lines
 
 
 def to_html(md: str, figures: dict[str, Path], title: str) -> str:

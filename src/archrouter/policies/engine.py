@@ -119,6 +119,7 @@ class Policy:
             trace.append(RuleTrace(rule=rule.name, fired=held, why=why))
             if held:
                 backend, fallbacks, how = self._resolve(rule.spec.route, rule.spec.fallbacks, features)
+                fallbacks, expected = self._by_capability(backend, fallbacks, rule.spec.fallbacks, features)
                 return Decision(
                     backend=backend,
                     rule=rule.name,
@@ -127,8 +128,10 @@ class Policy:
                     policy=self.id,
                     estimates=features.estimates,
                     trace=trace,
+                    expected_accuracy=expected,
                 )
         backend, fallbacks, how = self._resolve(self.default.route, self.default.fallbacks, features)
+        fallbacks, expected = self._by_capability(backend, fallbacks, self.default.fallbacks, features)
         why = "no rule matched" if self.rules else "the policy has no rules"
         trace.append(RuleTrace(rule=DEFAULT, fired=True, why=why))
         return Decision(
@@ -139,12 +142,38 @@ class Policy:
             policy=self.id,
             estimates=features.estimates,
             trace=trace,
+            expected_accuracy=expected,
         )
 
     def to_yaml(self) -> str:
         """The policy as YAML (comments and key order of the original file are not kept)."""
         data = self.spec.model_dump(mode="json", exclude_none=True)
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+    def _by_capability(
+        self, chosen: str, fallbacks: list[str], static: list[str] | None, features: Features
+    ) -> tuple[list[str], dict[str, float]]:
+        """(fallbacks, backend -> expected accuracy) under the policy's capability matrix.
+
+        A static `fallbacks:` list is kept as written. Without one, every other backend of the catalogue
+        is a fallback, best measured accuracy for this task and length bucket first (accuracies equal to
+        two decimals count as tied: the cheaper first); backends the request does not fit come last.
+        """
+        cap = self.spec.capability
+        expected = cap.expected(features.task, features.prompt_tokens) if cap is not None else {}
+        if not expected or static is not None:
+            return fallbacks, expected
+        needed = features.prompt_tokens + features.max_tokens
+
+        def key(name: str) -> tuple[bool, float, float]:
+            est = features.estimates.get(name)
+            return (
+                needed > self.backends[name].context_length,
+                -round(expected.get(name, -1.0), 2),
+                est.cost if est is not None else float("inf"),
+            )
+
+        return sorted((b for b in self.backends if b != chosen), key=key), expected
 
     # --- route targets ---------------------------------------------------------------------------
 

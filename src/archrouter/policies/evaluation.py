@@ -12,6 +12,7 @@ from tqdm import tqdm
 from archrouter.policies import decision_metrics as M
 from archrouter.policies.engine import Policy
 from archrouter.policies.labelled import LabelledPrompt
+from archrouter.policies.stratified import correct_from_tags, reliability, stratify
 from archrouter.policies.types import TASKS
 
 
@@ -31,6 +32,7 @@ class Row:
     decision_ms: float
     estimates: dict[str, dict[str, float]]  # backend -> {latency_ms, cost}
     features: dict[str, Any] = field(default_factory=dict)
+    answered_by: list[str] | None = None  # backends whose answer was scored right (a `correct:` tag), if known
 
     @property
     def correct(self) -> bool | None:
@@ -54,7 +56,7 @@ def decide_all(policy: Policy, records: list[LabelledPrompt], *, max_tokens: int
             state_tracking_score=f.state_tracking, best_backend=rec.best_backend, backend=d.backend, rule=d.rule,
             fallbacks=list(d.fallbacks), prompt_tokens=f.prompt_tokens, max_tokens=f.max_tokens, decision_ms=ms,
             estimates={b: {"latency_ms": e.latency_ms, "cost": e.cost} for b, e in f.estimates.items()},
-            features={"task_probs": f.task_probs, "turns": f.turns},
+            features={"task_probs": f.task_probs, "turns": f.turns}, answered_by=correct_from_tags(rec.tags),
         ))
     return rows
 
@@ -102,4 +104,6 @@ def summarise(policy: Policy, rows: list[Row], *, seed: int = 0) -> dict[str, An
         "baselines": baselines,
         "decision_latency_ms": {"p50": M.percentile(times, 50), "p99": M.percentile(times, 99),
                                 "mean": _mean(times)},
+        "stratified": stratify(rows, backends),
+        "reliability": reliability(rows),
     }

@@ -309,6 +309,12 @@ def _reference_issues(data: dict, names: list[str]) -> list[tuple[Loc, str]]:
         if isinstance(fallbacks, list):
             for j, name in enumerate(fallbacks):
                 check((*loc, "fallbacks", j), name)
+    cap = data.get("capability")
+    tasks = cap.get("tasks") if isinstance(cap, dict) else None
+    for task, t in (tasks or {}).items() if isinstance(tasks, dict) else ():
+        acc = t.get("accuracy") if isinstance(t, dict) else None
+        for name in acc if isinstance(acc, dict) else ():
+            check(("capability", "tasks", task, "accuracy", name), name)
     return out
 
 

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from archrouter.policies.types import Task
+
 Family = Literal["transformer", "mamba", "rwkv", "xlstm"]
 DType = Literal["float32", "bfloat16", "float16"]
 
@@ -100,6 +102,47 @@ class DefaultRoute(_Strict):
     fallbacks: list[str] | None = None
 
 
+class TaskCapability(_Strict):
+    """One task's measured accuracy per backend in length buckets.
+
+    `bounds` are the prompt-token boundaries between buckets (ascending): a prompt of n tokens falls in
+    the first bucket whose bound exceeds n, else in the last; each backend lists one accuracy per bucket.
+    """
+
+    bounds: list[int] = []
+    accuracy: dict[str, list[float]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> TaskCapability:
+        if self.bounds != sorted(set(self.bounds)):
+            raise ValueError("bounds must be strictly ascending")
+        for name, accs in self.accuracy.items():
+            if len(accs) != len(self.bounds) + 1:
+                raise ValueError(f"{name}: {len(accs)} accuracies for {len(self.bounds) + 1} length buckets")
+            if any(not 0.0 <= a <= 1.0 for a in accs):
+                raise ValueError(f"{name}: accuracies must lie in [0, 1]")
+        return self
+
+    def bucket(self, prompt_tokens: int) -> int:
+        return next((i for i, b in enumerate(self.bounds) if prompt_tokens < b), len(self.bounds))
+
+
+class Capability(_Strict):
+    """The capability matrix a policy was fitted from (`archrouter policy fit` writes it): fallbacks
+    without a static list go to the best remaining backend for the request's task and length."""
+
+    source: str | None = None
+    tasks: dict[Task, TaskCapability] = Field(min_length=1)
+
+    def expected(self, task: str, prompt_tokens: int) -> dict[str, float]:
+        """Backend -> measured accuracy for this task and prompt length ({} when the task is unmeasured)."""
+        t = self.tasks.get(task)  # type: ignore[call-overload]
+        if t is None:
+            return {}
+        i = t.bucket(prompt_tokens)
+        return {name: accs[i] for name, accs in t.accuracy.items()}
+
+
 class PolicySpec(_Strict):
     name: str = Field(min_length=1)
     version: str | None = Field(None, min_length=1)  # None: the first 12 hex digits of the file's sha256
@@ -107,6 +150,7 @@ class PolicySpec(_Strict):
     backends: list[BackendSpec]
     rules: list[Rule] = []
     default: DefaultRoute
+    capability: Capability | None = None
 
     @field_validator("version", mode="before")
     @classmethod

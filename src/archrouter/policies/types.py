@@ -48,6 +48,8 @@ class Decision:
     policy: str  # "<name>@<version or hash>"
     estimates: dict[str, Estimate] = field(default_factory=dict)
     trace: list[RuleTrace] = field(default_factory=list)
+    # backend -> measured accuracy for this task and length bucket (the policy's `capability:`; {} without)
+    expected_accuracy: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from archrouter.backends.protocol import GenerationRequest, SamplingParams
-from archrouter.router import dashboard, errors, schemas
+from archrouter.router import dashboard, errors, fallback, schemas
 from archrouter.router.auth import Principal
 from archrouter.router.choices import Choices
 from archrouter.router.cooldown import Cooldowns
@@ -83,6 +83,8 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
         await router.pool.close()
         await router.decisions.close()
         await router.limiter.close()
+        if router.response_cache is not None:
+            await router.response_cache.close()
 
     app = FastAPI(title="archrouter", version="0.1.0", lifespan=lifespan)
     app.state.router = router
@@ -154,6 +156,8 @@ def create_app(settings: Settings | None = None, factory: ClientFactory | None =
             },
             "estimates": {k: vars(v) for k, v in decision.estimates.items()},
             "trace": [vars(t) for t in decision.trace],
+            "expected_accuracy": decision.expected_accuracy,
+            "fallback_plan": fallback.plan(decision),
             "decision_ms": round(elapsed * 1000, 4),
         }
 
@@ -241,6 +245,10 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
                             f"({verdict.rpm} requests/min, {verdict.tpm} tokens/min); retry after "
                             f"{verdict.retry_after_s:.1f}s", type="requests", code="rate_limit_exceeded",
                        headers=verdict.headers())
+    cache = router.response_cache
+    cache_key = cache.key(decision.policy, decision.backend, body) if cache and cache.cacheable(body) else None
+    if cache_key is not None and (hit := await cache.get(cache_key)) is not None:
+        return await _from_cache(router, hit, rid, decision, features, principal, charged, verdict, t0, decision_s)
     gen_request = GenerationRequest(
         request_id=rid,
         sampling=SamplingParams(
@@ -251,6 +259,7 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
         ),
         messages=body.message_dicts() if chat else None,
         prompt=None if chat else (body.prompt if isinstance(body.prompt, str) else list(body.prompt)),
+        session=body.user,
     )
     record: dict[str, Any] = {
         "request_id": rid, "endpoint": "chat" if chat else "completions", "model": body.model,
@@ -261,6 +270,8 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
     }
     if grammar is not None:
         record["response_format"] = body.response_format.type
+    if cache_key is not None:
+        record["cache"] = "miss"
     candidates = [b for b in [decision.backend, *decision.fallbacks] if principal.may_use(b)]
     deadline = time.perf_counter() + router.settings.request_timeout_s
 
@@ -341,15 +352,41 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
         "x-archrouter-policy": decision.policy,
         **verdict.headers(),
     }
-    if opened.failed:
-        headers["x-archrouter-fallback-from"] = ",".join(n for n, _ in opened.failed)
+    fell_back = fallback.summary(decision, opened.backend, opened.failed, opened.reasons)
+    if fell_back is not None:
+        record["fallback"] = fell_back
+    headers.update(fallback.headers(fell_back))
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_sse(opened, rid, new_choices(), include_usage, finish, deadline, router.cooldowns),
                                  media_type="text/event-stream", headers=headers)
     await finish(last)
-    return JSONResponse(last.response(rid, opened.backend), headers=headers)
+    answer = last.response(rid, opened.backend)
+    if cache_key is not None:
+        headers["x-archrouter-cache"] = "miss"
+        if opened.backend == decision.backend:  # a fallback's answer is not the decided backend's
+            await cache.put(cache_key, answer)
+    return JSONResponse(answer, headers=headers)
+
+
+async def _from_cache(router: Router, hit: dict, rid: str, decision, features, principal: Principal, charged: int,
+                      verdict, t0: float, decision_s: float) -> Response:
+    """A stored answer to the same request under the same policy and backend: no engine is called."""
+    await router.limiter.credit(principal.key_id, charged, principal.tpm)  # no tokens were processed
+    endpoint = "chat" if hit.get("object") == "chat.completion" else "completions"
+    answer = {**hit, "id": rid, "created": int(time.time())}
+    elapsed = time.perf_counter() - t0
+    router.metrics.requests.labels(endpoint, decision.backend, decision.rule, "200").inc()
+    await router.decisions.record({
+        "request_id": rid, "endpoint": endpoint, "key": principal.name, "policy": decision.policy,
+        "features": {k: v for k, v in features.to_dict().items() if k != "estimates"},
+        "decision": decision.to_dict(), "decision_ms": round(decision_s * 1000, 4), "backend": decision.backend,
+        "cache": "hit", "status": 200, "latency_ms": elapsed * 1000,
+    })
+    return JSONResponse(answer, headers={
+        "x-archrouter-backend": decision.backend, "x-archrouter-rule": decision.rule,
+        "x-archrouter-policy": decision.policy, "x-archrouter-cache": "hit", **verdict.headers()})
 
 
 async def _sse(opened: Opened, rid: str, acc: Choices, include_usage: bool, finish, deadline: float,

@@ -34,6 +34,8 @@ class Opened:
     first: GenerationChunk
     rest: AsyncIterator[GenerationChunk]
     failed: list[tuple[str, str]] = field(default_factory=list)  # (backend, error) tried before it
+    # backend -> why it was passed over: cooldown, overloaded, unhealthy, context_length, not_loaded
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 async def open_stream(
@@ -45,6 +47,7 @@ async def open_stream(
     first_token_timeout_s: float,
 ) -> Opened:
     failed: list[tuple[str, str]] = []
+    reasons: dict[str, str] = {}
     context_errors: list[ContextLengthExceeded] = []
     overloaded = 0
     # backends in cooldown go last rather than nowhere: better a slow answer than none
@@ -53,6 +56,7 @@ async def open_stream(
         client = pool.get(name)
         if client is None:
             failed.append((name, "not loaded"))
+            reasons[name] = "not_loaded"
             continue
         stream = client.generate(request)
         try:
@@ -62,20 +66,28 @@ async def open_stream(
         except ContextLengthExceeded as exc:  # not the backend's fault: no cooldown
             context_errors.append(exc)
             failed.append((name, str(exc)))
+            reasons[name] = "context_length"
             continue
         except BackendOverloaded as exc:
             overloaded += 1
             failed.append((name, f"overloaded: {exc}"))
+            reasons[name] = "overloaded"
             continue
         except (TimeoutError, BackendError, RuntimeError, OSError) as exc:
             await stream.aclose()
             log.warning("backend_failed", backend=name, error=repr(exc))
             failed.append((name, f"{type(exc).__name__}: {exc}"))
+            reasons[name] = "unhealthy"
             if cooldowns.failed(name):
                 log.warning("backend_cooldown", backend=name, seconds=cooldowns.cooldown_s)
             continue
         cooldowns.succeeded(name)
-        return Opened(name, first, stream, failed)
+        # candidates ranked above this one but sitting out a cooldown were passed over too
+        before = candidates[: candidates.index(name)]
+        cooled = [(c, "cooling down after repeated failures") for c in before if c not in reasons]
+        reasons.update((c, "cooldown") for c, _ in cooled)
+        rank = {c: i for i, c in enumerate(candidates)}
+        return Opened(name, first, stream, sorted(cooled + failed, key=lambda f: rank[f[0]]), reasons)
     if context_errors and len(context_errors) == len(failed):
         widest = max(context_errors, key=lambda e: e.limit)
         what = "messages" if request.messages is not None else "prompt"

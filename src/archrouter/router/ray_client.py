@@ -50,11 +50,14 @@ class RayBackendClient:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         response = self._stream.generate.remote(request)
         finished = False
+        # the stream is over when every choice (prompts x n) has sent its last chunk
+        left = (len(request.prompt) if isinstance(request.prompt, list) else 1) * max(1, request.sampling.n)
         try:
             await self._assigned(response)
             async for chunk in response:
+                left -= chunk.finish_reason is not None
+                finished = left <= 0
                 yield chunk
-                finished = chunk.finish_reason is not None
         except (RayError, RayServeException) as exc:
             raise backend_error(exc, self.info.name) from exc
         finally:

@@ -51,3 +51,8 @@ class Settings(BaseSettings):
     cooldown_failures: int = 3
     cooldown_window_s: float = 60.0
     cooldown_s: float = 30.0
+    # exact response cache in Redis (temperature 0, one choice, not streamed): off unless turned on
+    response_cache: bool = False  # ARCHROUTER_RESPONSE_CACHE=1
+    response_cache_ttl_s: float = 3600.0
+    response_cache_max_bytes: int = 64 << 20
+    response_cache_prefix: str = "archrouter:rcache"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from archrouter.router import schemas
+from archrouter.router import response_cache, schemas
 from archrouter.router.auth import KeyStore, Principal, forbidden_backend
 from archrouter.router.cooldown import Cooldowns
 from archrouter.router.decision_log import DecisionLog
@@ -32,6 +32,7 @@ class Router:
         self.limiter = RateLimiter(settings.redis_url, default_rpm=settings.rpm, default_tpm=settings.tpm,
                                    retry_redis_s=settings.ratelimit_redis_retry_s,
                                    on_mode=lambda mode: self.metrics.ratelimit_mode.set(mode == "redis"))
+        self.response_cache = response_cache.from_settings(settings, self.metrics.registry)
         self.cooldowns = Cooldowns(failures=settings.cooldown_failures, window_s=settings.cooldown_window_s,
                                    cooldown_s=settings.cooldown_s)
 

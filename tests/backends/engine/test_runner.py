@@ -186,3 +186,27 @@ async def test_decode_on_static_graph_buffers_equals_the_generator(checkpoints, 
         await settled(engine)
     finally:
         await engine.close()
+
+
+@pytest.mark.parametrize("family", FAMILY_PARAMS)
+async def test_decode_rounds_run_ahead_and_drop_what_follows_a_stop(checkpoints, family):
+    """Decode rounds (several steps, one read-back), the next launched before the last one's tokens are
+    read: the same tokens as one request at a time, with stops and max_tokens cut exactly."""
+    gen = make_generator(checkpoints, family)
+    reqs = [request(p, rid=f"a{i}", max_tokens=17 + 5 * i) for i, p in enumerate(PROMPTS[:4])]
+    alone = [await run(gen, r) for r in reqs]
+    stop = alone[1][1][4:6]  # a stop string a few tokens into one answer: the tokens after it are dropped
+    reqs[1] = request(PROMPTS[1], rid="a1", max_tokens=22, stop=[stop])
+    engine = make_engine(checkpoints, family, max_num_seqs=4, state_cache="off", decode_steps=4)
+    try:
+        busy = await asyncio.gather(*(run(engine, r) for r in reqs))
+        for i, (b, a) in enumerate(zip(busy, alone, strict=True)):
+            if i == 1:
+                assert b[1] == a[1][: a[1].find(stop)] and b[2] == "stop"
+            else:
+                assert b[0] == a[0] and b[2] == a[2]
+        s = engine.stats()
+        assert s["decode_rounds"] > 0 and s["decode_rounds_ahead"] > 0
+        await settled(engine)
+    finally:
+        await engine.close()

@@ -14,8 +14,10 @@ import torch
 
 from archrouter.backends.base import Cache
 from archrouter.backends.engine import MemoryStateStore, RedisStateStore, StateCache
-from tests.backends.engine.conftest import FAMILY_PARAMS, make_engine, request, run, settled
+from tests.backends.engine.conftest import FAMILY_PARAMS, RECURRENT_PARAMS, make_engine, request, run, settled
 from tests.conftest import REDIS_URL
+
+RECURRENT = RECURRENT_PARAMS
 
 DOC = "The ledger moves: alice pays bob 3, bob pays carol 2, carol pays alice 1. " * 4
 QUESTIONS = ["Who pays bob?", "How much does carol pay?", "And alice?"]
@@ -51,7 +53,7 @@ async def test_outputs_identical_with_and_without_state_cache(checkpoints, famil
     # KV blocks shared by prompts that start alike; "bytes": only safetensors snapshots in a byte store
     # (the Transformer's contiguous KV cache too), so every hit is a deserialisation
     byte_tier = {"state_store": MemoryStateStore(), "state_cache_local_bytes": 0, "kv_paged": False}
-    cached = make_engine(checkpoints, family, state_cache="on", state_cache_block=16,
+    cached = make_engine(checkpoints, family, state_cache="on", state_cache_block=16, state_cache_min_tokens=0,
                          **(byte_tier if tier == "bytes" else {}))
     try:
         want = await converse(plain)
@@ -76,6 +78,28 @@ async def test_outputs_identical_with_and_without_state_cache(checkpoints, famil
     finally:
         await plain.close()
         await cached.close()
+
+
+@pytest.mark.parametrize("family", RECURRENT)
+async def test_short_tails_are_not_snapshotted_but_the_prefix_still_serves(checkpoints, family):
+    plain = make_engine(checkpoints, family, state_cache="off")
+    every = make_engine(checkpoints, family, state_cache="on", state_cache_block=16, state_cache_min_tokens=0)
+    long_only = make_engine(checkpoints, family, state_cache="on", state_cache_block=16, state_cache_min_tokens=64)
+    try:
+        want = await converse(plain)
+        assert await converse(every) == want
+        assert await converse(long_only) == want
+        e, lo = every.stats(), long_only.stats()
+        # turn 1 snapshots its prompt either way (a long tail); turns 2 and 3 add fewer than 64 tokens past
+        # what they restore: `long_only` prefills them in the same forward instead of stopping at a block
+        # boundary to snapshot, and still restores the document's prefix every turn
+        assert lo["prefix_hits"] == e["prefix_hits"] == 2
+        assert lo["prefix_saved_tokens"] >= 2 * (len(DOC) // 16) * 16
+        assert lo["prefill_tokens"] + lo["prefix_saved_tokens"] == lo["prompt_tokens"]
+        assert lo["steps"] < e["steps"] and lo["prefix_stores"] < e["prefix_stores"]
+    finally:
+        for engine in (plain, every, long_only):
+            await engine.close()
 
 
 @pytest.mark.parametrize("family", FAMILY_PARAMS)
@@ -237,7 +261,8 @@ async def test_decode_snapshots_only_while_the_batch_fits_the_local_tier(checkpo
     state = probe.model.init_cache(1).nbytes()
     await probe.close()
     local = 4 * state if room == "batch" else int(1.5 * state)
-    engine = make_engine(checkpoints, "mamba", state_cache="on", state_cache_block=16, state_cache_local_bytes=local)
+    engine = make_engine(checkpoints, "mamba", state_cache="on", state_cache_block=16, state_cache_local_bytes=local,
+                         state_cache_min_tokens=0)  # fmt: skip
     try:
         prompts = ["the cups move left and right, " * 2, "a ledger of small payments, " * 2]  # 50+ tokens
         reqs = [request(p, max_tokens=24, rid=str(i)) for i, p in enumerate(prompts)]

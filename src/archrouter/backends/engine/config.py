@@ -33,6 +33,10 @@ class EngineConfig(BaseSettings):
     # KV snapshots like a recurrent state. "off": none.
     state_cache: Literal["auto", "on", "off"] = "auto"
     state_cache_block: int = Field(32, gt=0)  # snapshots sit at multiples of this many tokens
+    # a prompt's snapshot is taken (its prefill split there) only when it covers at least this many tokens
+    # past the restored prefix; shorter tails are re-prefilled by the next turn within one forward. None: 256
+    # on CUDA (where a forward's cost is its launches, not its tokens), 0 on the CPU (where it is the tokens)
+    state_cache_min_tokens: int | None = Field(None, ge=0)
     # in-process tier: states kept as tensors on the model's device (GPU memory on CUDA), LRU past this
     state_cache_local_bytes: int = Field(1 << 30, ge=0)
     # the byte tier (Redis when `redis_url` is set: shared by replicas), written behind by a thread

@@ -2,13 +2,18 @@
 
 `generate()` encodes the request, queues a `Sequence` and streams what the step thread hands to the
 sequence's asyncio queue. The step thread loops: expire waiting requests past the queue timeout,
-drop cancelled ones (their cache rows go at this step), admit, restore cached prefixes, plan the
-step, run one decode forward and the prompt-chunk forwards, sample per request, stream.
+drop cancelled ones (their slots go back at this step), admit (each admitted request takes a slot of
+the state pool: `pools`), restore cached prefixes into those slots, plan the step, run one decode
+forward by slot and one packed forward over every prompt chunk, sample every row in one call, stream.
+While only decoding rows run (no prompt waiting), decode steps go in rounds queued back to back on the
+device, and the next round is launched before the last one's tokens are read: the host streams while
+the device computes.
 
-Cached prefixes: a recurrent family restores a state snapshot (`state_cache`); the Transformer keeps
-its KV in the engine's paged block pool, where full blocks are shared by every prompt that starts
-with the same tokens, so a later prompt attaches them and prefills only the rest. That pool is the
-one thing the engine uses beyond the design's model interface: a model with `new_kv_pool` gets one.
+Cached prefixes: a recurrent family restores a state snapshot (`state_cache`) into the request's slot,
+device to device; the Transformer keeps its KV in the engine's paged block pool, where full blocks are
+shared by every prompt that starts with the same tokens, so a later prompt attaches them and prefills
+only the rest. Beyond the design's model interface the engine uses `forward_packed` (every family),
+`forward(..., slots=...)` (the recurrent ones) and `new_kv_pool` (the Transformer).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from archrouter.backends.base import Cache, CausalLM
 from archrouter.backends.engine.config import EngineConfig
 from archrouter.backends.engine.graphs import DecodeGraphs
 from archrouter.backends.engine.pools import KVSlots, StatePool
-from archrouter.backends.engine.runner import ModelRunner
+from archrouter.backends.engine.runner import ModelRunner, Round
 from archrouter.backends.engine.scheduler import Scheduler
 from archrouter.backends.engine.sequence import Sequence, Status
 from archrouter.backends.engine.state_cache import RedisStateStore, StateCache, StateStore
@@ -127,8 +132,10 @@ class Engine:
         self.kv_pool: PagedKVPool | None = None
         if capacity == "tokens":
             bs = self.config.kv_block_size
-            self.kv_pool = model.new_kv_pool(-(-self.config.kv_token_budget // bs) + 2 * self.config.max_num_seqs + 1,
-                                             bs)  # fmt: skip
+            # per row: a partial block, a copy-on-write block and the overrun of decode rounds (tokens past a
+            # row's end, computed and dropped); one scratch block for the captured decode's padding rows
+            slack = 3 * self.config.max_num_seqs + 1
+            self.kv_pool = model.new_kv_pool(-(-self.config.kv_token_budget // bs) + slack, bs)
             pool: StatePool | KVSlots = KVSlots(model, self.kv_pool, self.config.max_num_seqs)
         else:
             pool = StatePool(model, self.config.max_num_seqs)
@@ -140,6 +147,8 @@ class Engine:
                                               max_context=info.context_length)  # fmt: skip
         steps = self.config.decode_steps
         self.decode_steps = steps if steps is not None else (4 if device.type == "cuda" else 1)
+        least = self.config.state_cache_min_tokens
+        self.snapshot_min_tokens = least if least is not None else (256 if device.type == "cuda" else 0)
         self.state_cache: StateCache | None = None
         wanted = self.config.state_cache
         # the Transformer shares prompt prefixes as pool blocks (`kv_paged`); without it, and for the
@@ -158,8 +167,9 @@ class Engine:
             self.state_cache = StateCache(store, namespace, block=self.config.state_cache_block, restore=restore,
                                           local_bytes=self.config.state_cache_local_bytes)
         self.counters = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "prefill_tokens": 0,
-                         "steps": 0, "decode_rounds": 0, "step_errors": 0}
+                         "steps": 0, "decode_rounds": 0, "decode_rounds_ahead": 0, "step_errors": 0}
         self._ids = itertools.count()
+        self._inflight: Round | None = None  # a decode round queued on the device, its tokens not read yet
         self._vocab_bytes: list[bytes] | None = None
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, GenerationChunk]]] = {}
         self._stop = threading.Event()
@@ -217,9 +227,10 @@ class Engine:
         if sp.logit_bias and (bad := sorted(t for t in sp.logit_bias if not 0 <= t < self.tokenizer.vocab_size)):
             raise InvalidRequest(f"logit_bias names token ids {bad[:5]} outside backend {self.info.name!r}'s "
                                  f"vocabulary of {self.tokenizer.vocab_size}", param="logit_bias")
+        compiled = None
         if sp.grammar is not None:  # compiled off the event loop (a large schema can take a while)
             try:
-                await asyncio.to_thread(new_matcher, self.tokenizer, sp.grammar)
+                compiled = await asyncio.to_thread(new_matcher, self.tokenizer, sp.grammar)
             except ValueError as exc:
                 raise InvalidRequest(str(exc), param="response_format") from None
         loop = asyncio.get_running_loop()
@@ -245,8 +256,8 @@ class Engine:
                 seq = Sequence(next(self._ids), request.request_id, ids, sp, gen, self.tokenizer.decoder(),
                                set(self.tokenizer.eos_ids), emit, loop=loop, queue=queue, index=p * n + j,
                                vocab_bytes=vocab_bytes)
-                if sp.grammar is not None:
-                    seq.matcher = new_matcher(self.tokenizer, sp.grammar)
+                if compiled is not None:
+                    seq.matcher = compiled.deep_copy()  # each choice its own state, one compile
                 family.append(seq)
             family[0].forks = family[1:]
             for child in family[1:]:
@@ -318,6 +329,7 @@ class Engine:
                 try:
                     busy = self._step()
                 except Exception as exc:  # a failed step fails its requests, never the engine
+                    self._inflight = None
                     self._flush()  # tokens streamed before the failure arrive before the error
                     log.exception("engine_step_failed", backend=self.info.name)
                     self.counters["step_errors"] += 1
@@ -328,13 +340,17 @@ class Engine:
         self._fail_all(BackendError(f"backend {self.info.name!r} shut down"))
 
     def _step(self) -> bool:
+        if self._inflight is not None:  # a decode round runs on the device: read it (launching the next first)
+            return self._drain_round()
         sched, runner, pool = self.scheduler, self.runner, self.pool
         for seq, err in sched.expire():
             seq.emit(err)
         for seq in sched.drop_finished():
             self._free(seq)
-        for seq in sched.admit():
-            seq.slot = pool.alloc()
+        admitted = sched.admit()
+        for seq, slot in zip(admitted, pool.alloc_many(len(admitted)), strict=True):  # fresh states, one write
+            seq.slot = slot
+        for seq in admitted:
             if self.prefix_blocks:
                 self._reuse_blocks(seq)
             else:
@@ -344,9 +360,11 @@ class Engine:
             return False
         self.counters["steps"] += 1
         if plan.decode and not plan.prefill and not sched.waiting and self.decode_steps > 1:
-            steps = min(self.decode_steps, *(s.params.max_tokens - len(s.output) for s in plan.decode))
+            # as long as the longest-running row needs: a row that reaches max_tokens inside the round has its
+            # extra tokens computed and dropped (cheaper than short rounds whenever the rows are staggered)
+            steps = min(self.decode_steps, max(s.params.max_tokens - len(s.output) for s in plan.decode))
             if steps > 1 and all(plain_sampling(s.params) for s in plan.decode):
-                self._decode_round(plan.decode, steps)
+                self._inflight = self._launch_round(plan.decode, steps)
                 return True
         # one decode forward, one packed prompt forward, one sampling call and one read-back for all of them
         sampled = runner.step(plan.decode, plan.prefill)
@@ -366,18 +384,39 @@ class Engine:
         self._flush()
         return True
 
-    def _decode_round(self, rows: list[Sequence], steps: int) -> None:
+    def _launch_round(self, rows: list[Sequence], steps: int) -> Round:
         """`steps` decode steps queued back to back with one read-back (no prompt is waiting for a turn):
         tokens past a row's end (a stop, an EOS) are computed and dropped, as vLLM's multi-step does."""
         self.counters["steps"] += steps - 1
         self.counters["decode_rounds"] += 1
-        per_row = self.runner.decode_round(rows, steps, lambda j: self._snapshot_decode_rows(rows))
-        for seq, tokens in zip(rows, per_row, strict=True):
+        return self.runner.launch_round(rows, steps, lambda j: self._snapshot_decode_rows(rows))
+
+    def _drain_round(self) -> bool:
+        """Collect the round in flight. When nothing would change the batch (no prompt waiting, no request
+        cancelled or added, no row at its max_tokens within the next round), the next round is launched
+        first, so the device computes it while the host streams this one's tokens (the host runs ahead)."""
+        r, self._inflight = self._inflight, None
+        sched = self.scheduler
+        nxt = None
+        # the rows still running (those that ended in an earlier round are gone); every running sequence
+        # must be one of them, decoding, none cancelled and no prompt waiting for a turn
+        rows = [s for s in r.rows if s.finish_reason is None and not s.aborted]
+        same = len(sched.running) == len(rows) and all(s.status is Status.DECODE for s in sched.running)
+        if rows and same and not sched.waiting:
+            steps = min(self.decode_steps, max(s.params.max_tokens - len(s.output) - r.steps for s in rows))
+            if steps > 1:
+                nxt = self._launch_round(rows, steps)
+                self.counters["steps"] += 1
+                self.counters["decode_rounds_ahead"] += 1
+        per_row = self.runner.finish_round(r)
+        for seq, tokens in zip(r.rows, per_row, strict=True):
             for token in tokens:
                 if seq.finish_reason is not None:
                     break
                 self._emit_token(seq, token)
         self._flush()
+        self._inflight = nxt
+        return True
 
     def fork(self, seq: Sequence, child: Sequence) -> None:
         """Continue `child` (admitted, holding its own slot) from where `seq` is now, e.g. after `seq`'s
@@ -432,13 +471,18 @@ class Engine:
         sc = self.state_cache
         if sc is None:
             return
-        hit = sc.lookup(seq.prompt, max_len=len(seq.prompt) - 1)  # keep one token: its logits start decoding
+        # keep one token: its logits start decoding. The hit is copied into the slot, device to device
+        hit = sc.lookup(seq.prompt, max_len=len(seq.prompt) - 1, private=False)
         if hit is not None:
             n, cache = hit
-            self.pool.write(seq.slot, cache, seq.prompt[:n])  # device to device, into the request's slot
+            self.pool.write(seq.slot, cache, seq.prompt[:n])
             seq.num_computed = seq.prefix_tokens = n
+        # a snapshot at the prompt's last block boundary costs the prefill one more forward (it must stop
+        # there); worth it only when it saves a later turn more than that: a short tail past the restored
+        # prefix is re-prefilled next turn within the same single forward instead
         target = sc.boundary(len(seq.prompt))
-        seq.snapshot_at = target if target > seq.num_computed else 0
+        worth = target - seq.num_computed >= self.snapshot_min_tokens
+        seq.snapshot_at = target if target > seq.num_computed and worth else 0
 
     def _snapshot_decode_rows(self, rows: list[Sequence]) -> None:
         """Keep each decoding row's latest block-aligned state, as a copy on the device; only the last one

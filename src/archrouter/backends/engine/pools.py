@@ -64,6 +64,14 @@ class StatePool(_Slots):
         self.reset([slot])
         return slot
 
+    def alloc_many(self, n: int) -> list[int]:
+        """`n` slots with fresh states (one indexed write a state tensor for all of them)."""
+        if n > self.num_free:
+            raise OutOfSlots(f"{n} slots asked for, {self.num_free} free")
+        slots = [self._take() for _ in range(n)]
+        self.reset(slots)
+        return slots
+
     def release(self, slot: int) -> None:
         self._give(slot)
 
@@ -118,6 +126,8 @@ class KVSlots(_Slots):
         self.kv = kv_pool
         self.seqs: list[_Seq] = [_Seq() for _ in range(num_slots)]
         self.device = kv_pool.k.device
+        self._publisher = self.view([])  # publishes filled blocks of any slot (holds no rows)
+        self._contiguous: type[Cache] | None = None
 
     def view(self, slots: list[int]) -> PagedKVCache:
         """A cache over these slots' rows (the rows themselves, not copies); it never frees them."""
@@ -129,6 +139,11 @@ class KVSlots(_Slots):
         slot = self._take()
         self.seqs[slot] = _Seq()
         return slot
+
+    def alloc_many(self, n: int) -> list[int]:
+        if n > self.num_free:
+            raise OutOfSlots(f"{n} slots asked for, {self.num_free} free")
+        return [self.alloc() for _ in range(n)]
 
     def release(self, slot: int) -> None:
         for b in self.seqs[slot].blocks:
@@ -193,11 +208,14 @@ class KVSlots(_Slots):
 
     @property
     def _kv_cache_type(self) -> type[Cache]:
-        pool, self.model.kv_pool = self.model.kv_pool, None
-        try:
-            return type(self.model.init_cache(0))  # the family's contiguous cache
-        finally:
-            self.model.kv_pool = pool
+        """The family's contiguous KV cache class (what its snapshots restore to)."""
+        if self._contiguous is None:
+            pool, self.model.kv_pool = self.model.kv_pool, None
+            try:
+                self._contiguous = type(self.model.init_cache(0))
+            finally:
+                self.model.kv_pool = pool
+        return self._contiguous
 
     # -- forwards -------------------------------------------------------------------------------
     def decode(self, ids: torch.Tensor, slots: torch.Tensor, host_slots: list[int]) -> torch.Tensor:
@@ -219,7 +237,11 @@ class KVSlots(_Slots):
         return logits[:, -1]
 
     def fill_tokens(self, slot: int, tokens: list[int]) -> None:
-        self.view([slot]).fill_tokens(0, tokens)
+        s = self.seqs[slot]
+        n = min(len(tokens), s.length)
+        s.tokens[s.length - n :] = tokens[:n]
+        if s.length // self.kv.block_size > len(s.hashes):  # a block filled up: publish it
+            self._publisher._publish(s)
 
 
 def _index(rows: list[int], device: torch.device) -> torch.Tensor:

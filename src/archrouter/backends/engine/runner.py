@@ -10,11 +10,18 @@ The sampled tokens stay on the device: they are written into `last_token[slot]`,
 step reads its inputs, so the host never has to send them back. What the host needs (to stream, to
 stop) comes back in one device->host copy a step, or one a round of `decode_round`'s several decode
 steps, which the host queues back to back while the device runs them.
+
+The sampling call carries each row's extras (`backends.sampling`): penalty counts kept on the device in
+`TokenCounts` (bumped there after each draw), logit bias, the grammar's token bitmask (llguidance, one
+host->device copy a step), and logprobs, which come back in the same one read-back as the ids. A prompt
+asked for n > 1 times is prefilled once: when it completes, its forks get slots holding a copy of its
+state (shared KV blocks for the Transformer) and sample from the same last logits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +33,17 @@ from archrouter.backends.grammar import fill_bitmask
 from archrouter.backends.sampling import Sampled, TokenCounts, has_penalty, sample_rows
 
 Pool = StatePool | KVSlots
+
+
+@dataclass
+class Round:
+    """A decode round in flight: its rows, its length, its tokens (pinned host memory on CUDA, filled when
+    `done` fires)."""
+
+    rows: list[Sequence]
+    steps: int
+    tokens: torch.Tensor
+    done: torch.cuda.Event | None
 
 
 class ModelRunner:
@@ -132,14 +150,33 @@ class ModelRunner:
                      after_step: Callable[[int], None] | None = None) -> list[list[int]]:  # fmt: skip
         """`steps` decode steps of the same rows queued back to back, one read-back at the end: the tokens,
         per row. `after_step(j)` runs on the host after step j is queued (device-side snapshots)."""
+        return self.finish_round(self.launch_round(decode, steps, after_step))
+
+    def launch_round(self, decode: list[Sequence], steps: int,
+                     after_step: Callable[[int], None] | None = None) -> Round:  # fmt: skip
+        """Queue a decode round and its tokens' copy to pinned host memory; returns at once on CUDA (the host
+        may schedule, emit and launch more while the device runs it). `finish_round` collects it."""
         out = []
         for j in range(steps):
             out.append(self._sample(self._decode_forward(decode), decode, self._slots))
             if after_step is not None:
                 after_step(j)
-        per_step = self.to_host(torch.stack(out))
+        tokens = torch.stack(out)
+        if not self._pin:
+            return Round(decode, steps, tokens, None)
+        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return Round(decode, steps, host, done)
+
+    def finish_round(self, r: Round) -> list[list[int]]:
+        """Wait for a launched round (only for it: later work queued behind it keeps running); its tokens per row."""
+        if r.done is not None:
+            r.done.synchronize()
+        per_step = self.to_host(r.tokens)
         per_row = [list(col) for col in zip(*per_step, strict=True)]
-        self._fill_tokens(decode, per_row)
+        self._fill_tokens(r.rows, per_row)
         return per_row
 
     # ------------------------------------------------------------------ internals
@@ -162,7 +199,8 @@ class ModelRunner:
             count_slots = self.index([s.count_slot for s in seqs])
             extra["counts"], extra["prompt_seen"] = self.counts.rows(count_slots)
         if any(s.matcher is not None for s in seqs):
-            eos = min(min(s.eos_ids) for s in seqs if s.matcher is not None)
+            # a tokenizer without an end token still works: a finished grammar ends its sequence by itself
+            eos = min((min(s.eos_ids) for s in seqs if s.matcher is not None and s.eos_ids), default=0)
             extra["bitmask"] = fill_bitmask([s.matcher for s in seqs], self.vocab_size, eos, pin=self._pin)
         out = sample_rows(logits[:, : self.vocab_size], params, [s.generator for s in seqs], **extra)
         if count_slots is not None:
@@ -220,4 +258,5 @@ class ModelRunner:
         host learns them here (placeholders until now; their blocks are published once known)."""
         if isinstance(self.pool, KVSlots):
             for s, toks in zip(decode, tokens, strict=True):
-                self.pool.fill_tokens(s.slot, toks)
+                if s.slot is not None:  # a row that ended while its round ran has given its slot back
+                    self.pool.fill_tokens(s.slot, toks)

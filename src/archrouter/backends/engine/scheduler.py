@@ -118,10 +118,12 @@ class Scheduler:
         budget = self.config.max_num_batched_tokens - self._committed_tokens()
         admitted: list[Sequence] = []
         with self.lock:
-            while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            # n > 1: a parent's forks join when its prompt is in; their seats are held from its admission
+            seats = len(self.running) + sum(len(s.forks) for s in self.running)
+            while self.waiting and budget > 0 and seats < self.config.max_num_seqs:
                 seq = self.waiting[0]
-                # n > 1: the forks take seats and KV too (reserved as whole sequences: safe, if generous)
-                if self.running and len(self.running) + 1 + len(seq.forks) > self.config.max_num_seqs:
+                # the forks take KV too (reserved as whole sequences: safe, if generous)
+                if self.running and seats + 1 + len(seq.forks) > self.config.max_num_seqs:
                     break
                 need = self._kv_need(seq) * (1 + len(seq.forks))
                 # an oversized request still runs when it is alone, rather than never
@@ -133,6 +135,7 @@ class Scheduler:
                 seq.reserved_tokens = need if self.capacity == "tokens" else 0
                 self.kv_reserved += seq.reserved_tokens
                 self.running.append(seq)
+                seats += 1 + len(seq.forks)
                 self.counters["admitted"] += 1
                 admitted.append(seq)
                 budget -= len(seq.prompt)

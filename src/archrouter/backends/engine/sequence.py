@@ -89,8 +89,7 @@ class Sequence:
             return None
         vb = self.vocab_bytes
         k = self.params.logprobs or 0
-        return [TokenLogprob(token_text(vb[token]), list(vb[token]), lp[0],
-                             [(token_text(vb[t]), list(vb[t]), v) for t, v in lp[1][:k]])]
+        return [TokenLogprob(*token_repr(vb[token]), lp[0], [(*token_repr(vb[t]), v) for t, v in lp[1][:k]])]
 
     def append(self, token: int) -> GenerationChunk:
         """Record a sampled token; the chunk to stream (finish_reason set when this ends the request)."""
@@ -121,9 +120,9 @@ class Sequence:
         return GenerationChunk(text, [token], n_in, n_out, None, i, lps)
 
 
-def token_text(b: bytes) -> str:
-    """A token's text for logprobs: a special token's name, else its bytes as UTF-8 (a partial character
-    as U+FFFD; the exact bytes go beside it)."""
+def token_repr(b: bytes) -> tuple[str, list[int]]:
+    """A token's text and bytes for logprobs: a special token's name (without the 0xFF marker of the vocabulary
+    table), else its bytes as UTF-8 (a partial character as U+FFFD; the exact bytes go beside it)."""
     if b.startswith(b"\xff"):
-        return b[1:].decode("utf-8", errors="replace")
-    return b.decode("utf-8", errors="replace")
+        b = b[1:]
+    return b.decode("utf-8", errors="replace"), list(b)

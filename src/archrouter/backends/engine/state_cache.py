@@ -242,8 +242,9 @@ class StateCache:
         """The last block boundary at or before `n` tokens."""
         return n - n % self.block
 
-    def lookup(self, tokens: Sequence[int], max_len: int) -> tuple[int, Cache] | None:
-        """The longest cached prefix of `tokens` no longer than `max_len`: (its length, a cache of it)."""
+    def lookup(self, tokens: Sequence[int], max_len: int, *, private: bool = True) -> tuple[int, Cache] | None:
+        """The longest cached prefix of `tokens` no longer than `max_len`: (its length, a cache of it).
+        `private=False`: the cache may be the local tier's own (the caller copies it, e.g. into a slot)."""
         candidates = self.keys(tokens, max_len)
         local = max((i for i, (_, k) in enumerate(candidates) if k in self.local), default=-1)
         try:
@@ -263,7 +264,7 @@ class StateCache:
             n, key = candidates[local]
             cache = self.local.get(key)
             if cache is not None:
-                return self._hit(n, cache.gather([0]))
+                return self._hit(n, cache.gather([0]) if private else cache)
         self.counters["prefix_misses"] += 1
         return None
 

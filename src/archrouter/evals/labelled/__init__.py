@@ -31,7 +31,7 @@ from archrouter.evals.schema import LabelledPrompt, read_labelled, write_labelle
 from archrouter.policies.types import TASKS
 
 SEEN_TEST_FRACTION = 0.12
-HANDWRITTEN_TEST_FRACTION = 0.5
+HANDWRITTEN_TEST_FRACTION = 0.35
 
 _SYSTEMS = bank("render", "systems")
 _GREETINGS = bank("render", "greetings")

@@ -33,6 +33,7 @@ def wkv7(
     cu_seqlens: torch.Tensor | None = None,
     *,
     chunk_size: int | None = None,
+    lengths: list[int] | None = None,
 ) -> torch.Tensor:
     # the Triton kernels are forward-only: training (inputs needing gradients) takes the reference
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (r, w, k, v, a, b))
@@ -46,7 +47,8 @@ def wkv7(
         return fused_recurrent_wkv7(r, w, k, v, a, b, state_pool, slots, cu_seqlens)
     from archrouter.kernels.wkv7.chunk import chunk_wkv7
 
-    return chunk_wkv7(r, w, k, v, a, b, state_pool, slots, cu_seqlens, chunk_size=chunk_size)
+    # `lengths` (packed sequences' lengths, known to the caller's host): the chunk layout needs no device read
+    return chunk_wkv7(r, w, k, v, a, b, state_pool, slots, cu_seqlens, chunk_size=chunk_size, lengths=lengths)
 
 
 def __getattr__(name: str):

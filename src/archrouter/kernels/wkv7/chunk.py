@@ -292,6 +292,7 @@ def chunk_wkv7(
     block_v: int | None = None,
     num_warps: int | None = None,
     bf16_matmuls: bool | None = None,
+    lengths: list[int] | None = None,
 ) -> torch.Tensor:
     """Same contract as `naive_wkv7` ([B, T, H, N], or [1, T_total, H, N] + cu_seqlens; w is log decay;
     the state pool is updated in place); `chunk_size` is 16, 32 or 64 (default: `default_chunk_size`).
@@ -302,7 +303,8 @@ def chunk_wkv7(
     `bf16_matmuls=True` gives the intra-chunk ones bf16 operands instead (twice the tensor-core rate,
     but ~2.5x the output error of tf32 on RWKV-shaped inputs, measured in the interpreter).
     `block_v` / `num_warps` fix the sequential pass's launch (value rows per program, warps)
-    instead of timing candidates."""
+    instead of timing candidates. `lengths`: the packed sequences' lengths as the host knows them (the
+    chunk layout is then built there: no device read)."""
     B, T, H, N = r.shape
     V = v.shape[-1]
     C = chunk_size or default_chunk_size(T if cu_seqlens is None else None)
@@ -329,7 +331,10 @@ def chunk_wkv7(
         assert B == 1, "with cu_seqlens the inputs must be packed as [1, T_total, H, N]"
         offsets = cu_seqlens.to(dev, torch.int64)
         n_seq = offsets.numel() - 1
-        chunk_bounds, chunk_offs, n_chunks = _chunk_layout(offsets, C)
+        if lengths is not None:
+            chunk_bounds, chunk_offs, n_chunks = _chunk_layout_host(lengths, C, dev)
+        else:
+            chunk_bounds, chunk_offs, n_chunks = _chunk_layout(offsets, C)
     if slots is None:
         slots = _tune.identity_slots(n_seq, dev)
     y = torch.empty_like(v)
@@ -399,6 +404,24 @@ def default_chunk_size(seq_len: int | None = None) -> int:
     if seq_len is None or seq_len > 32:
         return 64
     return 32 if seq_len > 16 else 16
+
+
+def _chunk_layout_host(lengths: list[int], C: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """`_chunk_layout` from lengths known on the host: built there, one copy to the device, no sync."""
+    bounds: list[int] = []
+    chunk_offs = [0]
+    start = 0
+    for n in lengths:
+        for lo in range(start, start + n, C):
+            bounds += [lo, min(lo + C, start + n)]
+        chunk_offs.append(chunk_offs[-1] + -(-n // C))
+        start += n
+    host = torch.tensor(bounds + chunk_offs, dtype=torch.int32)
+    if dev.type == "cuda":
+        host = host.pin_memory()
+    t = host.to(dev, non_blocking=True)
+    total = chunk_offs[-1]
+    return t[: 2 * total].view(total, 2), t[2 * total :], total
 
 
 def _chunk_layout(offsets: torch.Tensor, C: int) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -73,12 +73,13 @@ def _naive_equal_length(r, w, k, v, a, b, state_pool, slots):
         return y
     slots = slots.to(state_pool.device)
     live = slots >= 0
+    if bool(live.all()):  # every row a real slot (the engine's case): one gather, one scatter
+        y, s1 = _recur(r, w, k, v, a, b, state_pool.index_select(0, slots))
+        state_pool[slots] = s1
+        return y
     s0 = state_pool[slots.clamp(min=0)] * live.view(B, 1, 1, 1)
     y, s1 = _recur(r, w, k, v, a, b, s0)
-    if bool(live.all()):
-        state_pool[slots] = s1
-    else:
-        state_pool[slots[live]] = s1[live]
+    state_pool[slots[live]] = s1[live]
     return y
 
 
@@ -86,7 +87,7 @@ def _recur(r, w, k, v, a, b, state):
     """The recurrence itself on [B, T, H, N] inputs and a [B, H, N, N] state (fp32 math)."""
     out_dtype = v.dtype
     r, w, k, v, a, b = (x.float() for x in (r, w, k, v, a, b))
-    S = state.float().clone()
+    S = state.float() if r.shape[1] else state.float().clone()  # every step makes a new S: no copy needed
     decay = torch.exp(w)
     ys = []
     for t in range(r.shape[1]):

@@ -56,6 +56,8 @@ def row(entry: dict[str, Any], t: float) -> dict[str, Any]:
         "reason": decision.get("reason"),
         "fallbacks": decision.get("fallbacks") or [],
         "fallbacks_used": entry.get("fallbacks_used") or [],
+        "fallback": entry.get("fallback"),  # {from, to, reason, expected_delta, ...} when one answered
+        "cache": entry.get("cache"),  # "hit" / "miss" when the response cache was asked
         "task": features.get("task"),
         "prompt_tokens": entry.get("prompt_tokens", features.get("prompt_tokens")),
         "completion_tokens": completion,  # every choice's (n > 1, several prompts)

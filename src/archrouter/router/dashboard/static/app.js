@@ -216,7 +216,10 @@ function passes(r) {
 }
 
 function rowElement(r) {
-  const fallback = r.fallbacks_used.length ? el('span', { class: 'chip warn', text: 'from ' + r.fallbacks_used.join(', ') }) : el('span', { class: 'faint', text: '–' });
+  const fb = r.fallback, delta = fb && fb.expected_delta != null ? ` Δ${fb.expected_delta >= 0 ? '+' : ''}${fb.expected_delta.toFixed(2)}` : '';
+  const fallback = fb ? el('span', { class: 'chip warn', text: `from ${fb.from} (${fb.reason})${delta}`, title: fb.error || '' })
+    : r.fallbacks_used.length ? el('span', { class: 'chip warn', text: 'from ' + r.fallbacks_used.join(', ') }) : el('span', { class: 'faint', text: '–' });
+  const cache = r.cache ? el('span', { class: 'chip ' + (r.cache === 'hit' ? 'ok' : ''), text: r.cache }) : el('span', { class: 'faint', text: '–' });
   const ok = r.status === 200;
   const status = el('span', { class: 'chip ' + (ok ? 'ok' : r.status === 499 ? 'warn' : 'bad'), text: r.status == null ? '–' : String(r.status) });
   const backend = r.backend ? el('span', {}, swatch(r.backend), r.backend) : el('span', { class: 'faint', text: 'none' });
@@ -233,6 +236,7 @@ function rowElement(r) {
     el('td', { class: 'num', text: fmt.ms(r.ttft_ms) }),
     el('td', { class: 'num', text: fmt.rate(r.tokens_per_s) }),
     el('td', {}, fallback),
+    el('td', {}, cache),
     el('td', {}, status));
   tr.addEventListener('click', () => toggleDetail(tr, r));
   return tr;
@@ -247,7 +251,7 @@ function toggleDetail(tr, r) {
     `policy: ${r.policy}   finish: ${r.finish_reason || '–'}`,
   ];
   if (r.error) lines.push('error: ' + r.error);
-  tr.after(el('tr', { class: 'detail' }, el('td', { colSpan: 12 }, el('pre', { text: lines.join('\n') }))));
+  tr.after(el('tr', { class: 'detail' }, el('td', { colSpan: 13 }, el('pre', { text: lines.join('\n') }))));
 }
 
 function renderRows() {
