@@ -63,6 +63,21 @@ elif [ "$MODE" = main ]; then
   done
   wait; echo "capability done at ${SECONDS}s"; tail -n 2 "$RUNS"/logs/cap_*.log "$RUNS"/logs/sweep_*.log | cut -c1-400
   tar cf "$OUT/capability.tar" -C "$RUNS" cap
+elif [ "$MODE" = more ]; then
+  # a family that got fewer steps in the shared `main` call (the xLSTM: its sLSTM is sequential in time)
+  # continues alone from its bf16 pack in $CARRY towards S steps, then its capability is measured again
+  F=${FAMILY:-xlstm}
+  [ -f "$RUNS/$F/training.json" ] || { mkdir -p "$RUNS/$F"; tar xf "$CARRY/$F.tar" -C "$RUNS/$F"; }
+  train "$F" "$F" --steps "$S" --decay-minutes "${DECAY_MIN:-1.0}"
+  mkdir -p "$RUNS/served/$F"; tar xf "$OUT/$F.tar" -C "$RUNS/served/$F"
+  LEFT=$(( ${DEADLINE:-270} - SECONDS )); echo "capability with ${LEFT}s left"
+  timeout "$LEFT" python3 -m archrouter.evals.capability --out "$RUNS/cap/$F" --models-dir "$RUNS/served" \
+    --families "$F" --device "$DEVICE" --items "$CAP_ITEMS" --scales 1 2 4 8 --no-cost > "$RUNS/logs/cap_$F.log" 2>&1 &
+  timeout "$LEFT" python3 -m archrouter.evals.capability --out "$RUNS/cap/sweep_$F" --models-dir "$RUNS/served" \
+    --families "$F" --device "$DEVICE" --items 0 --scales 1 --no-cost --sweep-items "$SWEEP_ITEMS" \
+    > "$RUNS/logs/sweep_$F.log" 2>&1 &
+  wait; echo "capability done at ${SECONDS}s"; tail -n 2 "$RUNS"/logs/cap_*.log "$RUNS"/logs/sweep_*.log | cut -c1-400
+  tar cf "$OUT/capability.tar" -C "$RUNS" cap
 fi
 tar czf "$OUT/logs.tgz" -C "$RUNS" logs
 echo "done at ${SECONDS}s"
