@@ -335,3 +335,27 @@ def test_cuda_request_without_cuda_says_so(tiny_models, tmp_path):
     res = CliRunner().invoke(evals_app, ["capability", "--out", str(tmp_path), "--models-dir", str(tiny_models),
                                          "--device", "cuda"])
     assert res.exit_code == 1 and "torch.cuda.is_available() is False" in res.output
+
+
+def test_combine_takes_the_matrix_and_the_load_sweep_from_separate_runs():
+    matrix = hand_made(MATRIX)
+    matrix["families"] = {"rwkv": matrix["families"]["rwkv"]}
+    matrix["accuracy"]["families"] = {"rwkv": matrix["accuracy"]["families"]["rwkv"]}
+    other = hand_made(MATRIX)
+    other["families"] = {"transformer": other["families"]["transformer"]}
+    other["accuracy"]["families"] = {"transformer": other["accuracy"]["families"]["transformer"]}
+    sweep = hand_made(MATRIX)
+    sweep["cost"] = {}
+    sweep["families"] = {"rwkv": sweep["families"]["rwkv"]}
+    sweep["accuracy"]["items_per_cell"] = 0
+    sweep["accuracy"]["load_sweep"] = {"items": 3, "loads": {"mqar": [8]}}
+    sweep["accuracy"]["families"] = {"rwkv": {"per_task": {}, "load_sweep": {"mqar": {"8": {"accuracy": 1.0}}}}}
+    out = C.combine([sweep, matrix, other])
+    acc = out["accuracy"]
+    assert list(acc["families"]) == ["transformer", "rwkv"] and list(out["families"]) == ["transformer", "rwkv"]
+    assert acc["items_per_cell"] == 200 and acc["load_sweep"]["loads"] == {"mqar": [8]}
+    assert acc["families"]["rwkv"]["per_task"] == MATRIX_RWKV and acc["families"]["rwkv"]["load_sweep"]["mqar"]["8"]
+    assert "load_sweep" not in acc["families"]["transformer"]
+
+
+MATRIX_RWKV = {t: dict(zip(["1", "2", "4", "8"], MATRIX[t]["rwkv"], strict=True)) for t in TASKS}

@@ -136,3 +136,23 @@ def test_mixture_is_seeded_and_renders_as_chat():
     assert a == b and all(isinstance(x, Item) for x in a)
     assert len({x.task for x in a}) >= 4
     assert a[0].messages() == [{"role": "user", "content": a[0].prompt}]
+
+
+def test_probe_verdicts_and_variant_choice(tmp_path):
+    import json
+
+    from archrouter.evals.zoo_probe import probe
+
+    def run(name, lr, ex1, ex4):
+        (tmp_path / name).mkdir()
+        ev = {"1x": {"per_generator": ex1, "first_byte": ex1}, "4x": {"per_generator": ex4, "first_byte": ex4}}
+        (tmp_path / name / "training.json").write_text(json.dumps(
+            {"steps": 10, "wall_s": 1.0, "hyperparameters": {"lr": lr}, "evals": [{"step": 10, **ev}]}))
+
+    run("transformer", 1e-3, {"mqar": 0.5, "copy_span": 0.1, "parity": 0.5}, {"parity": 0.5})
+    run("transformer_b", 5e-4, {"mqar": 0.95, "copy_span": 0.9, "parity": 0.5}, {"parity": 0.52})
+    run("mamba", 2e-3, {"mqar": 0.3, "parity": 0.9}, {"parity": 0.55})
+    run("xlstm", 2e-3, {"parity": 1.0}, {"parity": 0.8})
+    res = probe(tmp_path, ["transformer", "transformer_b"])
+    assert res["transformer_variant"] == "transformer_b" and res["transformer_lr"] == 5e-4
+    assert [v["pass"] for v in res["verdicts"]] == [True, True, False, True, True]
