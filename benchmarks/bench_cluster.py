@@ -521,7 +521,7 @@ def main() -> None:
 
         # warm-up: each backend compiles/caches its paths (Triton kernels on a GPU) at a short and a long prompt
         lengths = [a.min_prompt, a.max_prompt][: max(a.warmup, 0)]
-        warm = [item_near("kv_lookup", -1 - k, t) for k, t in enumerate(lengths)]
+        warm = [item_near("mqar", -1 - k, t) for k, t in enumerate(lengths)]
         t_warm = time.perf_counter()
 
         async def warmup() -> None:

@@ -4,7 +4,8 @@
     python benchmarks/bench_training_step.py --compare-torch --out bench-out/ts.json        # + the torch paths
     python benchmarks/bench_training_step.py --device cpu --batch-size 2 --steps 2 --warmup 1   # CPU smoke
 
-One fixed batch from the training stream (step 0), bf16 autocast on CUDA, the same model, optimizer and
+One fixed batch from the training stream (the first step whose length bucket is --seq-len, with
+--batch-size x --seq-len tokens per step), bf16 autocast on CUDA, the same model, optimizer and
 loss as `archrouter.evals.training`. Each step is timed between device synchronisations; the median over
 --steps steps after --warmup steps (the first compiles the Triton kernels) is reported with tokens/s
 (batch x seq_len positions per step, padding included, as training counts them) and peak GPU memory.
@@ -63,12 +64,12 @@ def time_family(family: str, cfg: TrainConfig, device: torch.device, steps: int,
     for p in model.parameters():
         p.requires_grad_(True)
     opt = make_optimizer(model, cfg)
-    x, y = train_batch(cfg, 0)
+    x, y, w = fixed_batch(cfg)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     def step() -> torch.Tensor:
-        loss = loss_fn(model, x, y, device)
+        loss = loss_fn(model, x, y, w, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -101,12 +102,21 @@ def time_family(family: str, cfg: TrainConfig, device: torch.device, steps: int,
         "parameters": n_params(model),
         "s_per_step": round(s, 5),
         "min_s": round(min(times), 5),
-        "tokens_per_s": round(cfg.batch_size * cfg.seq_len / s),
+        "tokens_per_s": round(x.numel() / s),
         "final_loss": round(loss.item(), 4),
     }
     if device.type == "cuda":
         row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     return row
+
+
+def fixed_batch(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first training step whose bucket is the longest allowed (max_seq_len): a full-length batch."""
+    for step in range(cfg.warmup, cfg.warmup + 1000):
+        x, y, w = train_batch(cfg, step)
+        if x.shape[1] == cfg.max_seq_len:
+            return x, y, w
+    raise RuntimeError(f"no step with a {cfg.max_seq_len}-token bucket in 1000 steps")
 
 
 def time_batches(cfg: TrainConfig, n: int) -> float:
@@ -135,7 +145,8 @@ def main() -> None:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as archrouter.evals.training
-    cfg = TrainConfig(family="", out="", preset=args.preset, batch_size=args.batch_size, seq_len=args.seq_len)
+    cfg = TrainConfig(family="", out="", preset=args.preset, tokens_per_step=args.batch_size * args.seq_len,
+                      max_seq_len=args.seq_len)
     rows = []
     for family in args.families.split(","):
         runs = [("kernels", None, None)] + ([("torch", "1", None)] if args.compare_torch else [])

@@ -63,6 +63,11 @@ def test_conversation_key_is_the_opening() -> None:
     req = lambda m: GenerationRequest(request_id="r", sampling=SamplingParams(), messages=m)  # noqa: E731
     assert conversation_key(req(one)) == conversation_key(req(later))
     assert conversation_key(req([{"role": "user", "content": "other"}])) != conversation_key(req(one))
+    # a session (the request's `user`) names the conversation whatever its messages
+    a = GenerationRequest(request_id="r", sampling=SamplingParams(), messages=one, session="u1")
+    b = GenerationRequest(request_id="r", sampling=SamplingParams(), messages=[{"role": "user", "content": "x"}],
+                          session="u1")
+    assert conversation_key(a) == conversation_key(b) != conversation_key(req(one))
 
 
 def test_turns_of_a_conversation_stay_on_the_replica_holding_their_state(app) -> None:

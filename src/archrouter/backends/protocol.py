@@ -48,6 +48,7 @@ class GenerationRequest:
     sampling: SamplingParams
     prompt: str | list[str] | None = None  # /v1/completions (a list: one choice group per prompt, in order)
     messages: list[dict[str, str]] | None = None  # /v1/chat/completions, rendered by the backend's template
+    session: str | None = None  # the caller's `user`: Ray Serve keeps a session's turns on one replica
 
 
 @dataclass

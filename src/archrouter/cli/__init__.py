@@ -264,7 +264,12 @@ def route(
         return
     typer.echo(f"backend: {decision.backend}   rule: {decision.rule}   policy: {decision.policy}")
     typer.echo(f"reason: {decision.reason}")
-    typer.echo(f"fallbacks: {', '.join(decision.fallbacks) or '-'}")
+    acc = decision.expected_accuracy  # the policy's capability matrix, when it has one
+
+    def delta(b: str) -> str:
+        return f" ({acc[b] - acc[decision.backend]:+.2f})" if b in acc and decision.backend in acc else ""
+
+    typer.echo(f"fallbacks: {', '.join(b + delta(b) for b in decision.fallbacks) or '-'}")
     typer.echo(f"task: {features.task} ({features.task_probs[features.task]:.2f})   "
                f"state_tracking: {features.state_tracking:.2f}   prompt_tokens: {features.prompt_tokens}")
     for t in decision.trace:

@@ -75,7 +75,7 @@ import torch
 
 from archrouter.backends import families as fam
 from archrouter.evals.tasks import GENERATORS, Item, make_item, training_length
-from archrouter.evals.training import exact_match, n_params
+from archrouter.evals.training import exact_match, n_params, score
 from archrouter.policies.types import TASKS
 
 SCHEMA = "archrouter-capability/1"
@@ -114,6 +114,27 @@ def prompt_tokens(item: Item) -> int:
     from archrouter.policies.features import estimate_prompt_tokens  # pydantic: imported where the lengths are needed
 
     return estimate_prompt_tokens(item.messages())
+
+
+# recall load sweep: accuracy against load (pairs, words to copy) up to past where fixed recurrent
+# states saturate, inside the Transformer's 4,096-token context (mqar 512 pairs ~ 3,850 tokens)
+SWEEP_LOADS: dict[str, tuple[int, ...]] = {
+    "mqar": (8, 16, 32, 64, 96, 128, 192, 256, 384, 512),
+    "copy_span": (8, 16, 32, 64, 96, 128, 192, 256, 384),
+}
+
+
+def measure_sweep(model: torch.nn.Module, device: torch.device, items: int, *, batch_tokens: int,
+                  loads: dict[str, Iterable[int]] | None = None) -> dict[str, Any]:
+    """Exact-match and first-byte accuracy per (generator, load) on `items` held-out items each."""
+    out: dict[str, Any] = {}
+    for g, ns in (loads or SWEEP_LOADS).items():
+        for n in ns:
+            its = [make_item(g, -1 - i, n) for i in range(items)]
+            ok, first = score(model, its, device, batch_tokens=batch_tokens, amp=False)
+            out.setdefault(g, {})[str(n)] = {"accuracy": sum(ok) / len(ok), "first_byte": sum(first) / len(first),
+                                              "prompt_tokens": round(sum(len(i.prompt) + 4 for i in its) / len(its))}
+    return out
 
 
 # ----------------------------------------------------------------------------- models
@@ -346,6 +367,7 @@ def run(
     repeats: int = 3,
     threads: int | None = None,
     command: str | None = None,
+    sweep_items: int = 0,
     log: Log = print,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -371,7 +393,7 @@ def run(
     cap = empty()
     items_by_scale: dict[int, list[Item]] = {}
     if accuracy:
-        items_by_scale = {s: cell_items(items, s) for s in scales}
+        items_by_scale = {s: cell_items(items, s) for s in scales} if items else {}  # 0: the load sweep alone
         cap["accuracy"] = {
             **env, "wall_s": 0.0, "scales": scales, "items_per_cell": items,
             "seeds": "-1..-n per generator (training uses seeds >= 0)",
@@ -398,6 +420,14 @@ def run(
             summary = ", ".join(f"{t} {'/'.join(f'{v:.2f}' for v in res['per_task'][t].values())}"
                                 for t in res["per_task"])
             log(f"{f}: {res['wall_s']:.1f} s; {summary}")
+            if sweep_items:
+                t1 = time.perf_counter()
+                res["load_sweep"] = measure_sweep(model, dev, sweep_items, batch_tokens=batch_tokens)
+                cap["accuracy"]["load_sweep"] = {"items": sweep_items, "seeds": "-1..-n per (generator, load)",
+                                                 "loads": {g: list(v) for g, v in SWEEP_LOADS.items()}}
+                log(f"{f}: load sweep {time.perf_counter() - t1:.1f} s; " + "; ".join(
+                    f"{g} " + " ".join(f"{n}:{v['accuracy']:.2f}" for n, v in r.items())
+                    for g, r in res["load_sweep"].items()))
         if cost:
             log(f"{f}: cost at {sorted(set(cost_lengths))} tokens on {env['device']} ...")
             try:
@@ -443,6 +473,44 @@ def merge(base: dict[str, Any], other: dict[str, Any], *, accuracy_from: str = "
     for dev, rec in other.get("cost", {}).items():
         out["cost"][dev] = copy.deepcopy(rec)
     out["runs"] = [*base.get("runs", []), *other.get("runs", [])]
+    return out
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One capability dict from runs that measured parts of the accuracy (a family each, or the matrix and
+    the load sweep apart, as a GPU call runs them side by side): the first run with a matrix gives the
+    accuracy header; each family's per-task / per-generator / per-item results and its load sweep are
+    taken from whichever run measured them. Families' records, cost and runs are united."""
+    for c in parts:
+        if c.get("schema") != SCHEMA:
+            raise ValueError(f"not a capability file (schema {c.get('schema')!r}, expected {SCHEMA!r})")
+    if not parts:
+        raise ValueError("nothing to combine")
+    with_matrix = [c for c in parts if (c.get("accuracy") or {}).get("items_per_cell")]
+    base = with_matrix[0] if with_matrix else parts[0]
+    out = copy.deepcopy(base)
+    acc = out.get("accuracy")
+    for c in parts:
+        if c is base:
+            continue
+        for f, rec in c.get("families", {}).items():
+            out["families"].setdefault(f, rec)
+        for dev, rec in (c.get("cost") or {}).items():
+            out["cost"].setdefault(dev, {**rec, "families": {}})["families"].update(rec.get("families", {}))
+        a = c.get("accuracy") or {}
+        if acc is not None:
+            if a.get("load_sweep"):
+                acc["load_sweep"] = a["load_sweep"]
+            for f, rec in a.get("families", {}).items():
+                mine = acc["families"].setdefault(f, {})
+                if rec.get("per_task") and not mine.get("per_task"):
+                    mine.update({k: v for k, v in rec.items() if k != "load_sweep"})
+                if rec.get("load_sweep"):
+                    mine["load_sweep"] = rec["load_sweep"]
+        out["runs"] = [*out.get("runs", []), *c.get("runs", [])]
+    if acc is not None:
+        acc["families"] = {f: acc["families"][f] for f in FAMILY_ORDER if f in acc["families"]}
+    out["families"] = {f: out["families"][f] for f in FAMILY_ORDER if f in out["families"]}
     return out
 
 
@@ -518,6 +586,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-tokens", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--sweep-items", type=int, default=0, help="items per (generator, load) of the recall load sweep")
     a = p.parse_args(argv)
     out: Path = a.out
 
@@ -528,7 +597,8 @@ def main(argv: list[str] | None = None) -> None:
     cap = run(models_dir=a.models_dir, families=a.families, items=a.items, scales=a.scales, device=a.device,
               dtype=a.dtype, accuracy=not a.no_accuracy, cost=not a.no_cost, cost_lengths=a.cost_lengths,
               decode_steps=a.decode_steps, cost_budget_s=a.cost_budget_s, batch_tokens=a.batch_tokens,
-              repeats=a.repeats, threads=a.threads, log=lambda m: print(m, file=sys.stderr, flush=True),
+              repeats=a.repeats, threads=a.threads, sweep_items=a.sweep_items,
+              log=lambda m: print(m, file=sys.stderr, flush=True),
               progress=partial)
     written = save(cap, out)
     (out / "capability.partial.json").unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 Written next to capability.json, where the dashboard's Capability view lists them:
   accuracy_by_task.png       one panel per family: task x length scale, exact-match accuracy
   accuracy_by_generator.png  the same per generator
+  recall_load.png            recall accuracy vs load (pairs, words), one panel per swept generator
   cost.png                   prefill and decode ms/token and state bytes vs prompt length, log-log,
                              one colour per family, one line style per device
 """
@@ -26,13 +27,15 @@ STYLES = {"cuda": "-", "cpu": "--"}
 def render(cap: dict[str, Any], out_dir: Path) -> list[Path]:
     paths = []
     acc = cap.get("accuracy")
-    if acc and acc.get("families"):
+    if acc and any(f.get("per_task") for f in (acc.get("families") or {}).values()):  # a sweep-only run has none
         paths.append(heatmaps(acc, "per_task", [t for t in TASKS if any(t in f["per_task"] for f in
                                                 acc["families"].values())], out_dir / "accuracy_by_task.png",
                               "Exact-match accuracy by task and length (x training length)"))
         gens = sorted(acc["generators"], key=lambda g: (TASKS.index(acc["generators"][g]["task"]), g))
         paths.append(heatmaps(acc, "per_generator", gens, out_dir / "accuracy_by_generator.png",
                               "Exact-match accuracy by generator and length (x training length)"))
+    if acc and acc.get("load_sweep"):
+        paths.append(load_sweep(acc, out_dir / "recall_load.png"))
     if any(d.get("families") for d in (cap.get("cost") or {}).values()):
         paths.append(cost(cap, out_dir / "cost.png"))
     return paths
@@ -58,6 +61,30 @@ def heatmaps(acc: dict[str, Any], key: str, rows: list[str], path: Path, title: 
         ax.set_title(f, fontsize=10)
     fig.suptitle(title, fontsize=11)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="accuracy")
+    return _save(fig, path)
+
+
+def load_sweep(acc: dict[str, Any], path: Path) -> Path:
+    gens = list(acc["load_sweep"]["loads"])
+    fig, axes = plt.subplots(1, len(gens), figsize=(5.2 * len(gens), 3.9), squeeze=False)
+    for ax, g in zip(axes[0], gens, strict=True):
+        for f, rec in acc["families"].items():
+            pts = rec.get("load_sweep", {}).get(g, {})
+            xs = sorted(int(n) for n in pts)
+            if not xs:
+                continue
+            ax.plot(xs, [pts[str(n)]["accuracy"] for n in xs], "-o", ms=3, color=COLOURS.get(f), label=f"{f} exact")
+            ax.plot(xs, [pts[str(n)]["first_byte"] for n in xs], ":", color=COLOURS.get(f), alpha=0.6,
+                    label=f"{f} first byte")
+        ax.axvline(acc["generators"][g]["training_length"], color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel({"mqar": "key-value pairs", "copy_span": "words in the text"}.get(g, "load"))
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{g} ({acc['load_sweep']['items']} items per point; dashed line: 1x)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6, ncol=2)
+    fig.suptitle("Recall accuracy vs load", fontsize=11)
     return _save(fig, path)
 
 

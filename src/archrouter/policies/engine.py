@@ -6,6 +6,7 @@ is a few function calls per rule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,6 +20,7 @@ from archrouter.policies.schema import BackendSpec, DefaultRoute, PolicySpec, Ro
 from archrouter.policies.types import Decision, Estimate, Features, RuleTrace
 
 PINNED = "pinned"
+TIE_BAND = 0.02  # capability accuracies this close rank as tied (as policy fit's smallest margin)
 DEFAULT = "default"
 
 
@@ -156,8 +158,9 @@ class Policy:
         """(fallbacks, backend -> expected accuracy) under the policy's capability matrix.
 
         A static `fallbacks:` list is kept as written. Without one, every other backend of the catalogue
-        is a fallback, best measured accuracy for this task and length bucket first (accuracies equal to
-        two decimals count as tied: the cheaper first); backends the request does not fit come last.
+        is a fallback, best measured accuracy for this task and length bucket first (accuracies in the same
+        TIE_BAND-wide band count as tied, the cheaper first: a cell of a few hundred items cannot tell
+        finer differences apart); backends the request does not fit come last.
         """
         cap = self.spec.capability
         expected = cap.expected(features.task, features.prompt_tokens) if cap is not None else {}
@@ -165,11 +168,11 @@ class Policy:
             return fallbacks, expected
         needed = features.prompt_tokens + features.max_tokens
 
-        def key(name: str) -> tuple[bool, float, float]:
+        def key(name: str) -> tuple[bool, int, float]:
             est = features.estimates.get(name)
             return (
                 needed > self.backends[name].context_length,
-                -round(expected.get(name, -1.0), 2),
+                -math.floor((expected.get(name, -TIE_BAND) + 1e-9) / TIE_BAND),
                 est.cost if est is not None else float("inf"),
             )
 

@@ -259,6 +259,7 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
         ),
         messages=body.message_dicts() if chat else None,
         prompt=None if chat else (body.prompt if isinstance(body.prompt, str) else list(body.prompt)),
+        session=body.user,
     )
     record: dict[str, Any] = {
         "request_id": rid, "endpoint": "chat" if chat else "completions", "model": body.model,

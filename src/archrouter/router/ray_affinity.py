@@ -4,8 +4,9 @@ point, `RequestRouterConfig(request_router_class=...)`), not a router of our own
 A conversation's next turn should land on the replica whose device tier holds the state its previous
 turn left (the engine snapshots a recurrent state, or attention KV, at the end of each prompt): there
 it is restored from device memory, elsewhere from Redis (the shared tier) or recomputed. The
-conversation is named by its opening: the messages before the first assistant turn (a completion
-prompt: its first 512 characters), which every later turn repeats. After a request is routed, the
+conversation is named by the caller's session (the request's `user`) when given, else by its opening:
+the messages before the first assistant turn (a completion prompt: its first 512 characters), which
+every later turn repeats. After a request is routed, the
 (conversation -> replica) entry is written to this handle's table and to Redis (`<prefix>:table:<key>`,
 with a TTL), so every ingress replica's handle agrees. The owner is preferred when it is alive and has
 room; otherwise, and for a new conversation, Serve's usual choice among all replicas applies, and the
@@ -31,7 +32,11 @@ PREFIX = "archrouter:affinity"
 
 
 def conversation_key(request: Any) -> str | None:
-    """A stable name for the conversation a GenerationRequest belongs to, or None when it has none."""
+    """A stable name for the conversation a GenerationRequest belongs to, or None when it has none:
+    the caller's session (`user`) when given, else the conversation's opening."""
+    session = getattr(request, "session", None)
+    if session:
+        return hashlib.sha256(f"session:{session}".encode()).hexdigest()[:32]
     messages = getattr(request, "messages", None)
     if messages:
         head = []
