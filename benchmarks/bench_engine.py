@@ -208,7 +208,7 @@ class HFAnchor:
         gc = GenerationConfig(max_new_tokens=max_tokens, do_sample=False, eos_token_id=-1, pad_token_id=self.pad)
         sync(self.device)
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: HF's worker thread writes its tensors outside that mode
             out = self.model.generate_batch(inputs=prompts, generation_config=gc)
         sync(self.device)
         return sum(len(o.generated_tokens) for o in out.values()) / (time.perf_counter() - t0)
