@@ -103,15 +103,23 @@ class StatePool(_Slots):
 
     # -- forwards -------------------------------------------------------------------------------
     def decode(self, ids: torch.Tensor, slots: torch.Tensor, host_slots: list[int]) -> torch.Tensor:
-        logits, _ = self.model(ids, self.cache, slots=slots)
+        logits, _ = self._forward(ids, slots, host_slots)
         return logits[:, -1]
+
+    def _forward(self, ids: torch.Tensor, slots: torch.Tensor, host_slots: list[int]) -> tuple[torch.Tensor, Cache]:
+        """Rows that are the pool's first rows in order (one stream, a batch admitted together) run on a view
+        of those rows, with no slot gather and scatter; any other set of rows indexes the pool by slot."""
+        if host_slots == list(range(len(host_slots))):
+            first = type(self.cache)({k: t[: len(host_slots)] for k, t in self.cache.tensors.items()}, self.cache.meta)
+            return self.model(ids, first)
+        return self.model(ids, self.cache, slots=slots)
 
     def prefill(self, ids: torch.Tensor, batch: PackedBatch, host_ids: list[int]) -> torch.Tensor:
         return self.model.forward_packed(ids, self.cache, batch)
 
     def prefill_dense(self, ids: torch.Tensor, slots: torch.Tensor, host: list[list[int]], host_slots: list[int]
                       ) -> torch.Tensor:  # fmt: skip
-        logits, _ = self.model(ids, self.cache, slots=slots)
+        logits, _ = self._forward(ids, slots, host_slots)
         return logits[:, -1]
 
 
