@@ -68,8 +68,10 @@ def naive_wkv7(
 def _naive_equal_length(r, w, k, v, a, b, state_pool, slots):
     B = r.shape[0]
     if slots is None:  # rows are the pool's rows: no gather, no host sync (CUDA-graph safe)
-        y, s1 = _recur(r, w, k, v, a, b, state_pool[:B])
-        state_pool[:B].copy_(s1)
+        s0 = state_pool[:B]
+        # a view of the pool that the write below overwrites: autograd (training, gradient tests) needs it intact
+        y, s1 = _recur(r, w, k, v, a, b, s0.clone() if torch.is_grad_enabled() else s0)
+        s0.copy_(s1)
         return y
     slots = slots.to(state_pool.device)
     live = slots >= 0
