@@ -93,3 +93,45 @@ def test_turns_of_a_conversation_stay_on_the_replica_holding_their_state(app) ->
     assert stats.get("owner_routed") == 6  # every later turn went to the replica that holds its state
     assert len(owners[-1]) == 2 and all(v for v in owners[-1].values())
     assert 0 < r.ttl(next(iter(owners[-1]))) <= 3600
+
+
+def _replica_actor(replica_id: str) -> dict | None:
+    """The named actor of a Serve replica (`SERVE_REPLICA::<app>#<deployment>#<unique id>`), if alive."""
+    return next((a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].endswith("#" + replica_id)),
+                None)
+
+
+def test_a_lost_owner_leaves_the_state_to_redis(app) -> None:
+    """The replica holding a conversation's state dies: the next turn goes to another replica, which restores the
+    state from the shared tier (Redis) instead of prefilling the whole conversation again."""
+    client = openai.OpenAI(base_url=app["url"] + "/v1", api_key="unused", max_retries=0, timeout=60)
+    r = redis.Redis.from_url(REDIS_URL)
+    messages = [{"role": "user", "content": "a conversation whose replica dies: count the goats in the barn, "
+                                            "then the sheep in the field, then the hens in the yard"}]
+    for turn in range(2):
+        resp = client.chat.completions.create(model="auto", messages=messages, max_tokens=4, temperature=0)
+        messages += [{"role": "assistant", "content": resp.choices[0].message.content},
+                     {"role": "user", "content": f"and after turn {turn}?"}]
+    key = conversation_key(_request(messages))
+    owner = r.get(f"{app['ns']}:table:{key}").decode()
+    actor = _replica_actor(owner)
+    ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+    deadline = time.time() + 90
+    while time.time() < deadline:  # Serve replaces the dead replica; the ingress's handle learns the new set
+        states = serve.status().applications["archrouter"].deployments["backend-mamba"].replica_states
+        if _replica_actor(owner) is None and states.get("RUNNING", 0) == 2:
+            break
+        time.sleep(0.5)
+    resp = client.chat.completions.create(model="auto", messages=messages, max_tokens=4, temperature=0)
+    assert resp.usage.prompt_tokens_details.cached_tokens > 0  # restored from Redis, not prefilled
+    assert r.get(f"{app['ns']}:table:{key}").decode() != owner
+    deadline = time.time() + 5
+    while time.time() < deadline and not r.hget(f"{app['ns']}:stats", "owner_gone"):
+        time.sleep(0.1)
+    assert int(r.hget(f"{app['ns']}:stats", "owner_gone")) == 1
+
+
+def _request(messages):  # noqa: ANN001, ANN202
+    from archrouter.backends.protocol import GenerationRequest, SamplingParams
+
+    return GenerationRequest(request_id="r", sampling=SamplingParams(), messages=messages)

@@ -344,6 +344,25 @@ def test_concurrent_mixed_requests_share_the_engine(client, live, family):
         assert s["kv_tokens_reserved"] == 0
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cached_tokens_report_the_restored_prefix(client, live, family):
+    """usage.prompt_tokens_details.cached_tokens: the next turn of a conversation restores the previous turn's
+    state (recurrent) or KV blocks (attention) instead of prefilling them, and says how many tokens."""
+    messages = [{"role": "user", "content": f"{family}: the ledger moves, alice pays bob 3 and bob pays carol 2, "
+                                            "then carol pays dave 1. Who holds what?"}]
+    first = client.chat.completions.create(model=family, messages=messages, temperature=0, max_tokens=4)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0  # a prompt never seen
+    messages += [{"role": "assistant", "content": first.choices[0].message.content},
+                 {"role": "user", "content": "and then?"}]
+    second = client.chat.completions.create(model=family, messages=messages, temperature=0, max_tokens=4)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens // 2 <= cached < second.usage.prompt_tokens
+    _, usage = _stream_chat(client, model=family, messages=messages, temperature=0, max_tokens=4)
+    assert usage.prompt_tokens_details.cached_tokens >= cached  # streamed: the same field
+    rec = [r for r in live.records if r.get("backend") == family and r.get("cached_tokens")][-1]
+    assert rec["cached_tokens"] == usage.prompt_tokens_details.cached_tokens
+
+
 def test_bad_schema_and_unsupported_fields_are_400s(client):
     bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {
         "a": {"type": "strin"}}}}}

@@ -63,6 +63,7 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     index: int = 0  # the choice: prompt number * n + sample number
     logprobs: list[TokenLogprob] | None = None  # one per sampled token (the end token's too), when asked for
+    cached_tokens: int = 0  # prompt tokens restored from a cached prefix, not prefilled (OpenAI's cached_tokens)
 
 
 @dataclass

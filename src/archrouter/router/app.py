@@ -285,8 +285,9 @@ async def _complete(router: Router, body, principal: Principal, *, chat: bool) -
         if last is not None:
             m.tokens.labels(opened.backend, "prompt").inc(last.prompt_tokens)
             m.tokens.labels(opened.backend, "completion").inc(last.completion_tokens)
-            record.update(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-                          finish_reason=last.finish_reason)
+            m.tokens.labels(opened.backend, "cached").inc(last.cached_tokens)
+            record.update(prompt_tokens=last.prompt_tokens, cached_tokens=last.cached_tokens,
+                          completion_tokens=last.completion_tokens, finish_reason=last.finish_reason)
             if count > 1:
                 record["finish_reasons"] = list(last.finish)
             unused = charged - last.prompt_tokens - last.completion_tokens

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from archrouter.backends.protocol import GenerationChunk, TokenLogprob
-from archrouter.router.schemas import Usage, now
+from archrouter.router.schemas import PromptTokensDetails, Usage, now
 
 
 class Choices:
@@ -20,6 +20,7 @@ class Choices:
         self.finish: list[str | None] = [None] * count
         self.completion = [0] * count
         self.prompt = [0] * count
+        self.cached = [0] * count
         self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(count)]
         self.offsets: list[list[int]] = [[] for _ in range(count)]
         self.chunks = 0
@@ -35,6 +36,7 @@ class Choices:
         self.text[i] += chunk.text
         self.completion[i] = chunk.completion_tokens
         self.prompt[i] = chunk.prompt_tokens
+        self.cached[i] = chunk.cached_tokens
         if chunk.finish_reason:
             self.finish[i] = chunk.finish_reason
 
@@ -48,6 +50,10 @@ class Choices:
         return sum(max(self.prompt[p * self.n:(p + 1) * self.n]) for p in range(self.count // self.n))
 
     @property
+    def cached_tokens(self) -> int:
+        return sum(max(self.cached[p * self.n:(p + 1) * self.n]) for p in range(self.count // self.n))
+
+    @property
     def completion_tokens(self) -> int:
         return sum(self.completion)
 
@@ -57,7 +63,8 @@ class Choices:
 
     def usage(self) -> Usage:
         p, c = self.prompt_tokens, self.completion_tokens
-        return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+        return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c,
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached_tokens))
 
     # ------------------------------------------------------------------ bodies
 

@@ -15,6 +15,7 @@ class Metrics:
             "archrouter_requests", "Completion requests answered", ["endpoint", "backend", "rule", "status"],
             registry=r,
         )
+        # kind: prompt, completion, or cached (prompt tokens restored from a prefix/state cache, not prefilled)
         self.tokens = Counter("archrouter_tokens", "Tokens processed", ["backend", "kind"], registry=r)
         self.latency = Histogram(
             "archrouter_request_latency_seconds", "End-to-end completion latency", ["backend", "rule"],

@@ -180,10 +180,15 @@ class CompletionRequest(_Sampling):
         return self.max_tokens
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0  # restored from the backend's prefix/state cache instead of prefilled
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 def new_id(prefix: str) -> str:

@@ -93,6 +93,11 @@ class Sequence:
 
     def append(self, token: int) -> GenerationChunk:
         """Record a sampled token; the chunk to stream (finish_reason set when this ends the request)."""
+        chunk = self._append(token)
+        chunk.cached_tokens = self.prefix_tokens
+        return chunk
+
+    def _append(self, token: int) -> GenerationChunk:
         if self.first_token_at is None:
             self.first_token_at = time.monotonic()
         self.output.append(token)
