@@ -3,7 +3,10 @@
 Serves config/policy.yaml embedded (its checkpoints; random-weight ones made in a temporary folder
 for entries that have none; the shipped classifier), sends labelled prompts through
 /v1/chat/completions from a few threads so every view has traffic, and photographs each view with
-Debian's chromium (the test suite's launcher).
+Debian's chromium (the test suite's launcher). So that the live view shows both mechanisms, the
+response cache is on (Redis at $ARCHROUTER_REDIS_URL, a throwaway prefix) and a few popular prompts
+recur at temperature 0 (cache hits), and Mamba's engine runs two sequences with no queue, so that
+a burst overflows it to the next-best family (capability fallbacks, reason "overloaded").
 
     python scripts/dashboard_screenshots.py [--policy config/policy.yaml] [--out docs/img] [--seconds 30]
 """
@@ -17,18 +20,22 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
+import redis
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from archrouter.backends.engine import Engine, EngineConfig  # noqa: E402
 from archrouter.backends.families import init_random  # noqa: E402
 from archrouter.evals import DATA_DIR  # noqa: E402
 from archrouter.policies.labelled import read_labelled  # noqa: E402
 from archrouter.router.settings import Settings  # noqa: E402
+from tests.conftest import REDIS_URL  # noqa: E402
 from tests.router import browser as chromium  # noqa: E402
 from tests.router.conftest import LiveServer, free_port  # noqa: E402
 
@@ -54,16 +61,21 @@ def local_policy(policy: Path, folder: Path) -> Path:
 
 
 def traffic(url: str, stop: threading.Event, seed: int) -> None:
-    """Labelled prompts (short enough to answer quickly on a CPU), a few tokens each."""
+    """Labelled prompts (short enough to answer quickly on a CPU), a few tokens each; one in five is one of
+    a few popular prompts, asked greedily (the response cache answers those after the first time)."""
     rng = random.Random(seed)
     files = [*sorted(DATA_DIR.glob("*test*.jsonl*")), DATA_DIR / "handwritten.jsonl"]
     records = [r for f in files if f.exists() for r in read_labelled(f) if len(r.text()) < 2500]
+    popular = random.Random(0).sample(records, 4)
     with httpx.Client(base_url=url, timeout=120) as c:
         while not stop.is_set():
-            rec = rng.choice(records)
+            repeat = rng.random() < 0.2
+            rec = rng.choice(popular if repeat else records)
             messages = [m.model_dump() for m in rec.messages] if rec.messages else [
                 {"role": "user", "content": rec.prompt}]
-            body = {"model": "auto", "messages": messages, "max_tokens": rng.choice([4, 8, 16])}
+            body = {"model": "auto", "messages": messages, "max_tokens": 8 if repeat else rng.choice([4, 8, 16])}
+            if repeat:
+                body["temperature"] = 0
             if rng.random() < 0.08:
                 body["metadata"] = {"quality": "high"}
             c.post("/v1/chat/completions", json=body)
@@ -88,9 +100,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="archrouter-shots-") as tmp:
         policy = local_policy(args.policy, Path(tmp))
+        prefix = f"archrouter:shots:{uuid.uuid4().hex[:8]}"
         settings = Settings(host="127.0.0.1", port=free_port(), policy=str(policy), log_format="json",
-                            redis_url=None, watch_policy=False)
-        with LiveServer(settings) as server, sync_playwright() as pw:
+                            redis_url=REDIS_URL, watch_policy=False, response_cache=True,
+                            response_cache_prefix=f"{prefix}:rcache", decision_stream=f"{prefix}:decisions",
+                            policy_key=f"{prefix}:policy", policy_channel=f"{prefix}:policy-updates")
+
+        def engine(name: str, spec) -> Engine:  # noqa: ANN001
+            config = EngineConfig(max_num_seqs=2, max_waiting=0) if name == "mamba" else EngineConfig()
+            return Engine.from_checkpoint(name, spec.family, spec.checkpoint, context_length=spec.context_length,
+                                          device="cpu", config=config)
+
+        with LiveServer(settings, factory=engine) as server, sync_playwright() as pw:
             stop = threading.Event()
             workers = [threading.Thread(target=traffic, args=(server.url, stop, i), daemon=True)
                        for i in range(3)]
@@ -140,6 +161,9 @@ def main() -> None:
             stop.set()
             for w in workers:
                 w.join(timeout=120)
+    r = redis.Redis.from_url(REDIS_URL)
+    for k in r.scan_iter(f"{prefix}:*"):
+        r.delete(k)
     for name in ("live", "backends", "playground", "capability"):
         print(args.out / f"dashboard-{name}.png")
 
