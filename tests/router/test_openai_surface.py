@@ -268,7 +268,7 @@ SCHEMA = {
 @pytest.mark.parametrize("family", FAMILIES)
 def test_json_schema_answers_validate(client, live, family):
     fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
-    # 100 sampled answers: 5 prompts x n=20... in batches the engine runs together
+    # 100 sampled answers: 5 rounds of 5 prompts x n=4, each round one batch the engine runs together
     answers = []
     for _ in range(5):
         resp = client.completions.create(model=family, prompt=["Person:", "JSON:", "{", "A record", "x"], n=4,

@@ -464,17 +464,24 @@ class Transformer(CausalLM):
         lengths = (lengths.pin_memory() if dev.type == "cuda" else lengths).to(dev, non_blocking=True)
         positions = lengths[:, None] + torch.arange(T, device=dev)
         cache.prepare(input_ids)  # allocates blocks; OutOfBlocks leaves the cache as it was
-        x = self.model["embed_tokens"](input_ids)
+        x = self._paged_layers(self.model["embed_tokens"](input_ids), cache, positions, max(host) + T)
+        cache.commit()
+        return self.lm_head(self.model["norm"](x)).float(), cache
+
+    def _paged_layers(self, x: torch.Tensor, cache: PagedKVCache, positions: torch.Tensor,
+                      needed: int | None) -> torch.Tensor:
+        """The decoder layers over a paged cache: the fused-RoPE kernel path where the kernels run (its table
+        grown to `needed` positions; None: the table as allocated, since a captured graph keeps its address),
+        else RoPE in torch."""
         if self._kernels(x):
-            table = self._rope_table(x.device, max(host) + T)
+            table = self._rope_tables[x.device] if needed is None else self._rope_table(x.device, needed)
             step = Step(None, None, None, None, kernels=True, positions=positions, rope_table=table)
         else:
             cos, sin = self._rope(positions, x.dtype)
             step = Step(cos, sin, None, None)
         for i, block in enumerate(self.model["layers"]):
             x = block(x, cache, i, step)
-        cache.commit()
-        return self.lm_head(self.model["norm"](x)).float(), cache
+        return x
 
     # -- captured paged decode (engine.graphs): the host plans, the graph replays the layers -------------
 
@@ -497,15 +504,7 @@ class Transformer(CausalLM):
         """The layers of one decode step over `static`'s first `b` rows: logits [b, vocab] (what is captured)."""
         cache = static.cache(b, max_context)
         positions = cache._step.context_lens[:, None].long() - 1
-        x = self.model["embed_tokens"](ids)
-        if self._kernels(x):
-            step = Step(None, None, None, None, kernels=True, positions=positions,
-                        rope_table=self._rope_tables[x.device])  # fmt: skip
-        else:
-            cos, sin = self._rope(positions, x.dtype)
-            step = Step(cos, sin, None, None)
-        for i, block in enumerate(self.model["layers"]):
-            x = block(x, cache, i, step)
+        x = self._paged_layers(self.model["embed_tokens"](ids), cache, positions, None)
         return self.lm_head(self.model["norm"](x[:, -1])).float()
 
     @staticmethod
@@ -527,15 +526,7 @@ class Transformer(CausalLM):
         positions = torch.tensor(host_pos, dtype=torch.long)
         positions = (positions.pin_memory() if dev.type == "cuda" else positions).to(dev, non_blocking=True)[None]
         cache.prepare(input_ids[None], batch.lengths)
-        x = self.model["embed_tokens"](input_ids[None])
-        if self._kernels(x):
-            step = Step(None, None, None, None, kernels=True, positions=positions,
-                        rope_table=self._rope_table(dev, max(host_pos) + 1))  # fmt: skip
-        else:
-            cos, sin = self._rope(positions, x.dtype)
-            step = Step(cos, sin, None, None)
-        for i, block in enumerate(self.model["layers"]):
-            x = block(x, cache, i, step)
+        x = self._paged_layers(self.model["embed_tokens"](input_ids[None]), cache, positions, max(host_pos) + 1)
         cache.commit()
         return self.lm_head(self.model["norm"](x[0].index_select(0, batch.last))).float()
 
