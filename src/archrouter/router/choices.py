@@ -47,11 +47,15 @@ class Choices:
     # what the decision record, metrics and rate limiter read
     @property
     def prompt_tokens(self) -> int:
-        return sum(max(self.prompt[p * self.n:(p + 1) * self.n]) for p in range(self.count // self.n))
+        return self._once_per_prompt(self.prompt)
 
     @property
     def cached_tokens(self) -> int:
-        return sum(max(self.cached[p * self.n:(p + 1) * self.n]) for p in range(self.count // self.n))
+        return self._once_per_prompt(self.cached)
+
+    def _once_per_prompt(self, per_choice: list[int]) -> int:
+        """A prompt's count once, though its `n` choices each report it."""
+        return sum(max(per_choice[p * self.n:(p + 1) * self.n]) for p in range(self.count // self.n))
 
     @property
     def completion_tokens(self) -> int:
